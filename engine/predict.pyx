@@ -1,0 +1,758 @@
+# cython: language_level=3
+"""Predictions for one STM against one PatternIndex (engine.md §3).
+
+Pipeline of the general path (STM of two or more symbols):
+
+1. Retrieval. Σ_s min(count_A(s), count_B(s)) over shared symbols bounds the LCS,
+   so a pattern whose bound similarity is below ``recall_threshold`` cannot pass
+   and is never aligned; the bound is accumulated from the inverted index, GIL
+   free. ``recall_threshold == 0`` and character mode admit every pattern.
+2. Alignment of each retained pattern (bit-parallel LCS, difflib blocks, the
+   second matcher, event mapping with the boundary fix), GIL free.
+3. Candidates in ascending name order; top-K pruning; ensemble metrics.
+4. Ranking by ``rank_sort_algo`` (ties: ascending name), truncation, and only
+   then are Python result objects built for the survivors.
+
+The single-symbol path (§3.9) reads the first-symbol index.
+"""
+
+cimport cython
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdlib cimport calloc, free
+from libc.math cimport log, log2, log10, pow, sqrt, fabs
+from libcpp.vector cimport vector
+from libcpp.unordered_map cimport unordered_map
+from libcpp.algorithm cimport sort as cpp_sort, stable_sort
+from libcpp.utility cimport pair
+
+from engine.types cimport (symbol_id_t, pattern_id_t, score_t, Posting, NameKey,
+                           int32_t, int64_t, uint32_t, uint64_t)
+from engine.symbols cimport SymbolTable
+from engine.patterns cimport PatternIndex
+from engine.matching cimport Block, lcs_dp, lcs_bits, matching_blocks, matched_size
+from engine.metrics cimport (token_similarity, char_similarity, snr_general,
+                             fragmentation_term, entropies)
+
+from engine.errors import InvalidConfiguration
+from engine.fuzzy import fuzzy_matches, ratio
+from engine.results import (Anomaly, FuturePotential, Prediction, PredictionSet,
+                            SingleSymbolPrediction)
+
+# Indices of the rankable metrics inside Metrics.value (engine.md §3.12).
+cdef enum:
+    K_POTENTIAL, K_SIMILARITY, K_EVIDENCE, K_CONFIDENCE, K_SNR, K_FRAGMENTATION,
+    K_FREQUENCY, K_NORMALIZED_ENTROPY, K_GLOBAL_NORMALIZED_ENTROPY, K_ITFDF,
+    K_CONFLUENCE, K_PREDICTIVE_INFORMATION, K_BAYESIAN_POSTERIOR, K_BAYESIAN_PRIOR,
+    K_BAYESIAN_LIKELIHOOD, K_TFIDF, K_WEIGHTED_SIMILARITY, K_WEIGHTED_EVIDENCE,
+    K_WEIGHTED_CONFIDENCE, K_WEIGHTED_SNR,
+    K_ENTROPY, K_PATTERN_PROBABILITY, K_WEIGHTED_STRENGTH,
+    N_METRICS
+
+RANK_KEY_INDEX = {
+    "potential": K_POTENTIAL, "similarity": K_SIMILARITY, "evidence": K_EVIDENCE,
+    "confidence": K_CONFIDENCE, "snr": K_SNR, "fragmentation": K_FRAGMENTATION,
+    "frequency": K_FREQUENCY, "normalized_entropy": K_NORMALIZED_ENTROPY,
+    "global_normalized_entropy": K_GLOBAL_NORMALIZED_ENTROPY,
+    "itfdf_similarity": K_ITFDF, "confluence": K_CONFLUENCE,
+    "predictive_information": K_PREDICTIVE_INFORMATION,
+    "bayesian_posterior": K_BAYESIAN_POSTERIOR, "bayesian_prior": K_BAYESIAN_PRIOR,
+    "bayesian_likelihood": K_BAYESIAN_LIKELIHOOD, "tfidf_score": K_TFIDF,
+    "weighted_similarity": K_WEIGHTED_SIMILARITY, "weighted_evidence": K_WEIGHTED_EVIDENCE,
+    "weighted_confidence": K_WEIGHTED_CONFIDENCE, "weighted_snr": K_WEIGHTED_SNR,
+}
+
+
+cdef struct Cand:
+    pattern_id_t pid
+    NameKey key
+    int64_t length          # len(flat(pattern))
+    score_t similarity
+    int64_t nb              # number of matching blocks
+    int64_t block_start     # offset of the blocks in Query.blocks
+    int64_t m               # len(matches)
+    int64_t extras_flat     # E of §3.4 (or the fuzzy extras count)
+    int64_t e1              # present = events[e1:e2] after the boundary fix
+    int64_t e2
+    int64_t plen            # Σ len(present events)
+    int64_t frequency
+    double value[N_METRICS]
+
+
+cdef struct Query:
+    # The STM as local ids: the distinct STM symbols numbered in first-seen order.
+    vector[int32_t] b
+    vector[symbol_id_t] local_sid    # local id -> global id (0: never interned)
+    vector[uint32_t] local_count     # local id -> occurrences in the STM
+    vector[uint64_t] masks           # local id -> bit positions in b (len(b) <= 64)
+    unordered_map[symbol_id_t, int32_t] local_of
+    vector[Block] blocks             # blocks of every retained candidate
+    vector[Cand] cands
+
+
+cdef bint _key_less(const NameKey& x, const NameKey& y) noexcept nogil:
+    if x.hi != y.hi:
+        return x.hi < y.hi
+    if x.mid != y.mid:
+        return x.mid < y.mid
+    return x.lo < y.lo
+
+
+cdef bint _cand_name_less(const Cand& x, const Cand& y) noexcept nogil:
+    return _key_less(x.key, y.key)
+
+
+# -------------------------------------------------------------- retrieval/align
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _project(PatternIndex index, Query* q, pattern_id_t pid,
+                   vector[int32_t]& out) noexcept nogil:
+    cdef int64_t n = index.pattern_length(pid), i
+    cdef const symbol_id_t* toks = index.pattern_tokens(pid)
+    cdef unordered_map[symbol_id_t, int32_t].iterator it
+    out.resize(n)
+    for i in range(n):
+        it = q.local_of.find(toks[i])
+        out[i] = -1 if it == q.local_of.end() else cython.operator.dereference(it).second
+
+
+cdef void _retrieve(PatternIndex index, Query* q, score_t threshold, bint full_scan,
+                    vector[pattern_id_t]& out) noexcept nogil:
+    """Patterns whose similarity can reach ``threshold`` (exact upper bound)."""
+    cdef int64_t n_patterns = <int64_t>index.frequency.size()
+    cdef int64_t lb = <int64_t>q.b.size()
+    cdef pattern_id_t pid
+    cdef size_t l, t
+    cdef symbol_id_t sid
+    cdef uint32_t c
+    cdef Posting* post
+    cdef vector[pattern_id_t] touched
+    out.clear()
+    if full_scan:
+        for pid in range(<pattern_id_t>n_patterns):
+            out.push_back(pid)
+        return
+    cdef uint32_t* shared = <uint32_t*>calloc(n_patterns + 1, sizeof(uint32_t))
+    for l in range(q.local_sid.size()):
+        sid = q.local_sid[l]
+        if sid == 0 or sid >= index.postings.size():
+            continue
+        for t in range(index.postings[sid].size()):
+            post = &index.postings[sid][t]
+            c = post.count if post.count < q.local_count[l] else q.local_count[l]
+            if shared[post.pid] == 0:
+                touched.push_back(post.pid)
+            shared[post.pid] += c
+    for t in range(touched.size()):
+        pid = touched[t]
+        if token_similarity(shared[pid], index.pattern_length(pid) + lb) >= threshold:
+            out.push_back(pid)
+    free(shared)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef bint _align(PatternIndex index, Query* q, pattern_id_t pid, score_t similarity,
+                 const int32_t* a, int64_t la, int32_t first_match, vector[Block]& scratch,
+                 vector[int64_t]& work, Cand* c) noexcept nogil:
+    """Fill ``c`` for one candidate whose similarity passed (engine.md §3.4–§3.5).
+
+    ``first_match`` is the local id of matches[0] when fuzzy matching supplies the
+    matches, -2 to take it from the exact blocks, -1 when there is no match.
+    """
+    cdef int64_t lb = <int64_t>q.b.size()
+    cdef const int32_t* b = q.b.data()
+    cdef size_t start = q.blocks.size()
+    cdef vector[Block] found
+    matching_blocks(a, la, b, lb, found, work)
+    cdef int64_t nb = <int64_t>found.size(), t, i0, pf, m = 0
+    for t in range(nb):
+        q.blocks.push_back(found[t])
+        m += found[t].n
+    if nb == 0:
+        i0 = 0
+        pf = la
+    else:
+        i0 = found[0].i
+        pf = found[nb - 1].i + found[nb - 1].n - i0
+    c.pid = pid
+    c.key = index.keys[pid]
+    c.length = la
+    c.similarity = similarity
+    c.nb = nb
+    c.block_start = <int64_t>start
+    c.m = m
+    c.extras_flat = lb - matched_size(a + i0, pf, b, lb, scratch, work)
+    c.frequency = index.frequency[pid] if index.frequency[pid] > 0 else 1
+    # Event mapping: an event partly inside the present region belongs to present.
+    cdef int64_t ev0 = index.ev_start[pid], n_ev = index.ev_start[pid + 1] - ev0
+    cdef int64_t c1 = i0, c2 = 0, e = 0, e1
+    while c2 < c1 and e < n_ev:
+        c2 += index.event_len[ev0 + e]
+        e += 1
+    e1 = e
+    c1 += pf
+    while c2 < c1 and e < n_ev:
+        c2 += index.event_len[ev0 + e]
+        e += 1
+    # Boundary fix, by value (W6): the first match found in the last past event
+    # pulls that event into present.
+    cdef int64_t off, k
+    cdef int32_t first
+    if first_match == -2:
+        first = b[found[0].j] if m > 0 else -1
+    else:
+        first = first_match
+    if e1 > 0 and first >= 0:
+        off = 0
+        for k in range(e1 - 1):
+            off += index.event_len[ev0 + k]
+        for k in range(off, off + index.event_len[ev0 + e1 - 1]):
+            if a[k] == first:
+                e1 -= 1
+                break
+    c.e1 = e1
+    c.e2 = e
+    cdef int64_t plen = 0
+    for k in range(e1, e):
+        plen += index.event_len[ev0 + k]
+    c.plen = plen
+    return True
+
+
+# ------------------------------------------------------------------ the query
+
+cdef class _Scorer:
+    """State of one prediction request; lives for one call of :func:`predict`."""
+
+    cdef PatternIndex index
+    cdef Query q
+    cdef list stm               # list[list[str]]
+    cdef list state             # flat(stm)
+    cdef object config
+    cdef list names             # symbol names of the index
+    cdef dict fuzzy_by_pid      # pattern id -> (matches, anomalies, extras count)
+
+    def __cinit__(self, PatternIndex index, list stm, object config):
+        self.index = index
+        self.stm = stm
+        self.config = config
+        self.names = index.symbols._names
+        self.fuzzy_by_pid = {}
+        self.state = [s for ev in stm for s in ev]
+        cdef dict local = {}
+        cdef str s
+        cdef int32_t lid
+        cdef symbol_id_t sid
+        for s in self.state:
+            lid = local.get(s, -1)
+            if lid < 0:
+                lid = <int32_t>len(local)
+                local[s] = lid
+                sid = index.symbols.find(s)
+                self.q.local_sid.push_back(sid)
+                self.q.local_count.push_back(0)
+                if sid != 0:
+                    self.q.local_of[sid] = lid
+            self.q.local_count[lid] += 1
+            self.q.b.push_back(lid)
+        cdef size_t j
+        if self.q.b.size() <= 64:
+            self.q.masks.resize(self.q.local_sid.size(), 0)
+            for j in range(self.q.b.size()):
+                self.q.masks[self.q.b[j]] |= (<uint64_t>1) << j
+
+    # ---------------------------------------------------------- general path
+
+    cdef int collect(self) except -1:
+        """Retrieve, score and align candidates into q.cands (name order)."""
+        cdef score_t threshold = self.config.recall_threshold
+        cdef bint token_mode = self.config.use_token_matching
+        cdef bint full_scan = threshold <= 0.0 or not token_mode
+        cdef vector[pattern_id_t] pids
+        cdef vector[int32_t] a
+        cdef vector[int64_t] row, work
+        cdef vector[Block] scratch
+        cdef Cand cand
+        cdef size_t t
+        cdef int64_t lcs, la, lb = <int64_t>self.q.b.size()
+        cdef score_t sim
+        cdef pattern_id_t pid
+        cdef Query* q = &self.q
+        cdef PatternIndex index = self.index
+        cdef bint use_bits = lb <= 64
+        cdef object char_sims = None
+        cdef int32_t first_match = -2
+        cdef bint fuzzy = self.config.fuzzy_token_threshold > 0
+        row.resize(lb + 1)
+        with nogil:
+            _retrieve(index, q, threshold, full_scan, pids)
+        if not token_mode:
+            char_sims = self._char_similarities(pids)
+        filters = self._filter_stages()
+        cdef bint filtered = filters is not None
+        with nogil:
+            for t in range(pids.size()):
+                pid = pids[t]
+                _project(index, q, pid, a)
+                la = <int64_t>a.size()
+                if token_mode:
+                    if use_bits:
+                        lcs = lcs_bits(a.data(), la, q.masks.data(), lb)
+                    else:
+                        lcs = lcs_dp(a.data(), la, q.b.data(), lb, row.data())
+                    sim = token_similarity(lcs, la + lb)
+                else:
+                    with gil:
+                        sim = char_sims[t]
+                if sim < threshold:
+                    continue
+                if filtered:
+                    with gil:
+                        if not self._passes_filters(filters, pid, a):
+                            continue
+                if fuzzy:
+                    with gil:
+                        first_match = self._fuzzy(pid)
+                _align(index, q, pid, sim, a.data(), la, first_match, scratch, work, &cand)
+                if cand.nb == 0 and threshold > 0:
+                    continue
+                if fuzzy:
+                    with gil:
+                        found = self.fuzzy_by_pid[pid]
+                        cand.m = len(found[0])
+                        cand.extras_flat = found[2]
+                q.cands.push_back(cand)
+            stable_sort(q.cands.begin(), q.cands.end(), _cand_name_less)
+        return 0
+
+    cdef list _char_similarities(self, vector[pattern_id_t]& pids):
+        # Character mode (use_token_matching false): RapidFuzz ratio of the joined
+        # token strings; a full scan with a DP LCS over code points.
+        cdef str joined_b = " ".join(self.state)
+        cdef vector[int32_t] cb = [ord(ch) for ch in joined_b]
+        cdef vector[int32_t] ca
+        cdef vector[int64_t] row
+        cdef list out = []
+        cdef size_t t
+        cdef int64_t lcs
+        row.resize(cb.size() + 1)
+        for t in range(pids.size()):
+            joined_a = " ".join([s for ev in self.index.events_of(pids[t]) for s in ev])
+            ca = [ord(ch) for ch in joined_a]
+            lcs = lcs_dp(ca.data(), ca.size(), cb.data(), cb.size(), row.data())
+            out.append(char_similarity(lcs, <int64_t>(ca.size() + cb.size())))
+        return out
+
+    cdef object _filter_stages(self):
+        # engine.md §3.2. Only stages that can drop a candidate are returned:
+        # `rapidfuzz` repeats the threshold test and `bloom` is a prescreen without
+        # false negatives, so both keep every candidate. `minhash` is an estimate of
+        # the jaccard stage that this engine does not reproduce; it is skipped like
+        # an unknown stage. A pipeline whose first stage is not a DB stage skips it.
+        pipeline = list(self.config.filter_pipeline)
+        if not pipeline:
+            return None
+        stages = []
+        for position, stage in enumerate(pipeline):
+            if position == 0 and stage not in ("length", "jaccard", "minhash"):
+                continue
+            if stage in ("length", "jaccard"):
+                stages.append(stage)
+        return stages or None
+
+    cdef bint _passes_filters(self, list stages, pattern_id_t pid, vector[int32_t]& a):
+        cfg = self.config
+        n_state = len(self.state)
+        length = self.index.pattern_length(pid)
+        for stage in stages:
+            if stage == "length":
+                # W9: 0 / 0.0 means "unset" and falls back to the default.
+                min_ratio = cfg.length_min_ratio or 0.5
+                max_ratio = cfg.length_max_ratio or 2.0
+                min_len = max(1, int(n_state * min_ratio))
+                max_len = int(n_state * max_ratio)
+                if not (min_len <= length <= max_len):
+                    return False
+            elif stage == "jaccard":
+                threshold = cfg.jaccard_threshold or 0.3
+                min_overlap = cfg.jaccard_min_overlap or 2
+                toks = self.index.pattern_tokens(pid)
+                pattern_set = {toks[i] for i in range(length)}
+                overlap = len({x for x in a if x >= 0})
+                union = len(pattern_set) + self.q.local_sid.size() - overlap
+                if overlap < min_overlap or (overlap / union if union else 0.0) < threshold:
+                    return False
+        return True
+
+    cdef list _present_tokens(self, Cand* c):
+        cdef PatternIndex index = self.index
+        cdef int64_t ev0 = index.ev_start[c.pid], t = index.tok_start[c.pid], k
+        for k in range(c.e1):
+            t += index.event_len[ev0 + k]
+        return [index.tokens[t + k] for k in range(c.plen)]
+
+    cdef list matches_of(self, Cand* c):
+        """matches of §3.4: state tokens of every block (symbol names)."""
+        cdef list out = []
+        cdef int64_t t, j
+        cdef Block blk
+        for t in range(c.nb):
+            blk = self.q.blocks[c.block_start + t]
+            for j in range(blk.j, blk.j + blk.n):
+                out.append(self.state[j])
+        return out
+
+    def ensemble(self):
+        """Top-K pruning and ensemble metrics (§3.7); returns (order, futures)."""
+        cdef Query* q = &self.q
+        cdef PatternIndex index = self.index
+        cdef size_t n = q.cands.size(), t
+        cdef int64_t max_predictions = self.config.max_predictions
+        cdef Cand* c
+        cdef list kept
+        cdef list pre = []
+        if <int64_t>n > 3 * max_predictions:
+            for t in range(n):
+                c = &q.cands[t]
+                pre.append((self._evidence(c) + self._confidence(c)) * self._snr(c)
+                           + fragmentation_term(c.nb))
+            ordered = sorted(range(n), key=pre.__getitem__, reverse=True)
+            kept = sorted(ordered[:3 * max_predictions])
+        else:
+            kept = list(range(n))
+        U = index.total_unique_patterns
+        F = index.total_pattern_frequencies
+        total_symbols = index.learned_symbols
+        # Symbol probability cache: every present symbol of every kept candidate.
+        cdef dict prob = {}
+        cdef list present_tokens = []
+        cdef list match_lists = []
+        for t in kept:
+            c = &q.cands[t]
+            pres = self._present_tokens(c)
+            present_tokens.append(pres)
+            found = self.fuzzy_by_pid.get(c.pid)
+            matches = found[0] if found is not None else self.matches_of(c)
+            match_lists.append(matches)
+            for sid in pres:
+                if sid not in prob:
+                    prob[sid] = index.pmf(sid) / U if U else 0.0
+        ensemble_freq = 0
+        for t in kept:
+            ensemble_freq += q.cands[t].frequency
+        # State vector of itfdf_similarity, over symbols in ascending string order.
+        cdef dict state_counts = {}
+        for lid in range(q.local_sid.size()):
+            sid = q.local_sid[lid]
+            if sid != 0:
+                state_counts[sid] = q.local_count[lid]
+        state_syms = self._sorted_symbols(state_counts)
+        cdef double sv_sq = 0.0, x
+        for sid in state_syms:
+            x = prob.get(sid, 0.0) * state_counts[sid]
+            sv_sq = sv_sq + x * x
+        cdef double sv_norm = sqrt(sv_sq)
+        # Predictive-information groups over non-empty futures, first-seen order.
+        groups = {}
+        group_of = []
+        for pos, t in enumerate(kept):
+            c = &q.cands[t]
+            key = self._future_key(c)
+            if key is None:
+                group_of.append(None)
+                continue
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = [0.0, 0, t]
+            g[0] = g[0] + c.frequency * c.similarity
+            g[1] += 1
+            group_of.append(g)
+        group_total = 0.0
+        for g in groups.values():
+            group_total = group_total + g[0]
+        bayes_total = 0.0
+        for t in kept:
+            c = &q.cands[t]
+            bayes_total = bayes_total + c.similarity * (c.frequency / ensemble_freq)
+        affinity = self.config.affinity_emotive
+        cdef double dot, pv_sq, cos, distance, denom, peh, log_sum, qv
+        for pos, t in enumerate(kept):
+            c = &q.cands[t]
+            pres = present_tokens[pos]
+            freq = c.frequency
+            pres_counts = {}
+            for sid in pres:
+                pres_counts[sid] = pres_counts.get(sid, 0) + 1
+            dot = 0.0
+            pv_sq = 0.0
+            for sid in self._sorted_symbols(pres_counts):
+                x = prob.get(sid, 0.0) * pres_counts[sid]
+                pv_sq = pv_sq + x * x
+                if sid in state_counts:
+                    dot = dot + x * (prob.get(sid, 0.0) * state_counts[sid])
+            denom = sqrt(pv_sq) * sv_norm
+            cos = dot / denom if denom != 0 else 0.0
+            distance = 1.0 if sv_norm == 0 else 1 - cos
+            itfdf = 1 - (distance * freq / ensemble_freq) if ensemble_freq else 0.0
+            peh = freq / F if F else 0.0
+            if pres:
+                log_sum = 0.0
+                for sid in pres:
+                    qv = prob.get(sid, 0.0)
+                    log_sum = log_sum + log10(qv if qv > 0 else 1e-10)
+                confluence = peh * (1 - pow(10.0, log_sum))
+            else:
+                confluence = 0.0
+            fin = index.finalized[c.pid]
+            if fin is not None:
+                entropy, normalized, global_normalized = fin
+                x_counts = {}
+                toks = index.pattern_tokens(c.pid)
+                for k in range(c.length):
+                    x_counts[toks[k]] = x_counts.get(toks[k], 0) + 1
+                x_len = c.length
+            else:
+                x_counts = pres_counts
+                x_len = len(pres)
+                entropy, normalized, global_normalized = entropies(
+                    x_counts, x_len, prob, total_symbols)
+            if x_counts and U:
+                tf_sum = 0.0
+                for sid, cnt in x_counts.items():
+                    if sid in prob:
+                        n_s = int(prob[sid] * U)
+                        if n_s < 1:
+                            n_s = 1
+                    else:
+                        n_s = 1
+                    tf_sum = tf_sum + (cnt / x_len) * (log2(U / n_s) + 1)
+                tfidf = tf_sum / len(x_counts)
+            else:
+                tfidf = 0.0
+            probability = freq / ensemble_freq
+            strength = c.similarity * probability
+            g = group_of[pos]
+            agg = (g[0] / group_total if group_total != 0 else 0.0) if g is not None else 0.0
+            c.value[K_PREDICTIVE_INFORMATION] = strength / agg if (g is not None and agg > 0) else 0.0
+            c.value[K_SIMILARITY] = c.similarity
+            c.value[K_EVIDENCE] = self._evidence(c)
+            c.value[K_CONFIDENCE] = self._confidence(c)
+            c.value[K_SNR] = self._snr(c)
+            c.value[K_FRAGMENTATION] = <double>(c.nb - 1)
+            c.value[K_FREQUENCY] = <double>freq
+            c.value[K_ENTROPY] = entropy
+            c.value[K_NORMALIZED_ENTROPY] = normalized
+            c.value[K_GLOBAL_NORMALIZED_ENTROPY] = global_normalized
+            c.value[K_ITFDF] = itfdf
+            c.value[K_CONFLUENCE] = confluence
+            c.value[K_TFIDF] = tfidf
+            c.value[K_PATTERN_PROBABILITY] = probability
+            c.value[K_WEIGHTED_STRENGTH] = strength
+            c.value[K_BAYESIAN_PRIOR] = probability
+            c.value[K_BAYESIAN_LIKELIHOOD] = c.similarity
+            c.value[K_BAYESIAN_POSTERIOR] = (c.similarity * probability / bayes_total
+                                             if bayes_total != 0 else 0.0)
+            ev = c.value[K_EVIDENCE]
+            co = c.value[K_CONFIDENCE]
+            sn = c.value[K_SNR]
+            if affinity is not None:
+                ws, we, wc, wsnr = self._weighted(match_lists[pos], pres, c)
+                c.value[K_WEIGHTED_SIMILARITY] = ws
+                c.value[K_WEIGHTED_EVIDENCE] = we
+                c.value[K_WEIGHTED_CONFIDENCE] = wc
+                c.value[K_WEIGHTED_SNR] = wsnr
+                ev, co, sn = we, wc, wsnr
+            c.value[K_POTENTIAL] = (ev + co) * sn + itfdf + fragmentation_term(c.nb)
+        futures = []
+        for g in groups.values():
+            futures.append((g[0] / group_total if group_total != 0 else 0.0, g))
+        futures.sort(key=lambda item: item[0], reverse=True)
+        future_potentials = [
+            FuturePotential(self._future_events(&q.cands[g[2]]), agg, g[1], g[0])
+            for agg, g in futures
+        ]
+        return kept, match_lists, future_potentials
+
+    cdef list _sorted_symbols(self, dict counts):
+        return sorted(counts, key=self.names.__getitem__)
+
+    cdef double _evidence(self, Cand* c):
+        return c.m / c.length if c.length else 0.0
+
+    cdef double _confidence(self, Cand* c):
+        return c.m / c.plen if c.plen else 0.0
+
+    cdef double _snr(self, Cand* c):
+        return snr_general(c.m, c.extras_flat)
+
+    cdef object _future_key(self, Cand* c):
+        cdef PatternIndex index = self.index
+        cdef int64_t ev0 = index.ev_start[c.pid], n_ev = index.ev_start[c.pid + 1] - ev0
+        if c.e2 >= n_ev:
+            return None
+        cdef int64_t t = index.tok_start[c.pid], k, e
+        for k in range(c.e2):
+            t += index.event_len[ev0 + k]
+        key = []
+        for e in range(c.e2, n_ev):
+            ev = sorted([self.names[index.tokens[t + k]] for k in range(index.event_len[ev0 + e])])
+            t += index.event_len[ev0 + e]
+            key.append(tuple(ev))
+        return tuple(key)
+
+    cdef list _future_events(self, Cand* c):
+        return self.index.events_of(c.pid)[c.e2:]
+
+    cdef int32_t _fuzzy(self, pattern_id_t pid) except -3:
+        # engine.md §3.10: fuzzy matches of the state tokens against the pattern
+        # tokens; returns the local id of the first match (-1: none) for the fix.
+        pattern_flat = [s for ev in self.index.events_of(pid) for s in ev]
+        found = fuzzy_matches(pattern_flat, self.state, self.config.fuzzy_token_threshold)
+        self.fuzzy_by_pid[pid] = found
+        if not found[0]:
+            return -1
+        return self.q.b[self.state.index(found[0][0])]
+
+    cdef tuple _weighted(self, list matches, list pres, Cand* c):
+        names = self.names
+        pres_names = [names[sid] for sid in pres]
+        pres_set = set(pres_names)
+        return weighted_metrics(
+            self.index, self.config.affinity_emotive, matches, self.state,
+            [s for ev in self.index.events_of(c.pid) for s in ev], pres_names,
+            [s for ev in self.stm for s in ev if s not in pres_set])
+
+    def rank(self, list kept, str key):
+        """Positions (into q.cands) of the top max_predictions by ``key``."""
+        cdef int idx = RANK_KEY_INDEX[key]
+        if idx >= K_WEIGHTED_SIMILARITY and self.config.affinity_emotive is None and kept:
+            raise InvalidConfiguration(
+                {"rank_sort_algo": f"{key} needs affinity_emotive to be set"})
+        values = [self.q.cands[t].value[idx] for t in kept]
+        order = sorted(range(len(kept)), key=values.__getitem__, reverse=True)
+        return [kept[i] for i in order[: self.config.max_predictions]]
+
+    def build(self, list ranked, list kept, list match_lists):
+        """Python Prediction objects for the ranked candidates."""
+        cdef Cand* c
+        pos_of = {t: pos for pos, t in enumerate(kept)}
+        out = []
+        affinity = self.config.affinity_emotive is not None
+        for t in ranked:
+            c = &self.q.cands[<size_t>t]
+            events = self.index.events_of(c.pid)
+            present = events[c.e1:c.e2]
+            matches = match_lists[pos_of[t]]
+            match_set = set(matches)
+            pres_set = {s for ev in present for s in ev}
+            found = self.fuzzy_by_pid.get(c.pid)
+            anomalies = [Anomaly(*item) for item in found[1]] if found is not None else []
+            v = c.value
+            out.append(Prediction(
+                "prototypical", self.index.names[c.pid], c.frequency, matches,
+                events[:c.e1], present, events[c.e2:],
+                [[s for s in ev if s not in match_set] for ev in present],
+                [[s for s in ev if s not in pres_set] for ev in self.stm],
+                anomalies, events,
+                c.similarity, v[K_EVIDENCE], v[K_CONFIDENCE], v[K_SNR], v[K_FRAGMENTATION],
+                self.index.emotives_of(c.pid),
+                v[K_ENTROPY], v[K_NORMALIZED_ENTROPY], v[K_GLOBAL_NORMALIZED_ENTROPY],
+                v[K_ITFDF], v[K_CONFLUENCE], v[K_TFIDF], v[K_PATTERN_PROBABILITY],
+                v[K_WEIGHTED_STRENGTH], v[K_PREDICTIVE_INFORMATION], v[K_BAYESIAN_PRIOR],
+                v[K_BAYESIAN_LIKELIHOOD], v[K_BAYESIAN_POSTERIOR], v[K_POTENTIAL],
+                v[K_WEIGHTED_SIMILARITY] if affinity else None,
+                v[K_WEIGHTED_EVIDENCE] if affinity else None,
+                v[K_WEIGHTED_CONFIDENCE] if affinity else None,
+                v[K_WEIGHTED_SNR] if affinity else None,
+            ))
+        return out
+
+    # ----------------------------------------------------- single-symbol path
+
+    def single(self):
+        """engine.md §3.9: patterns starting with the one STM symbol; flat fields."""
+        cdef PatternIndex index = self.index
+        cdef str x = self.state[0]
+        cdef symbol_id_t sid = index.symbols.find(x)
+        if sid == 0 or sid >= index.starts.size():
+            return []
+        cdef vector[pattern_id_t] pids = index.starts[sid]
+        cdef size_t t
+        cdef pattern_id_t pid
+        cdef int64_t la
+        token_mode = self.config.use_token_matching
+        affinity = self.config.affinity_emotive
+        rows = []
+        for t in range(pids.size()):
+            pid = pids[t]
+            la = index.pattern_length(pid)
+            events = index.events_of(pid)
+            flat = [s for ev in events for s in ev]
+            if token_mode:
+                similarity = 2.0 * 1 / (la + 1)
+            else:
+                similarity = ratio(" ".join(flat), x) / 100
+            evidence = 1 / la
+            confidence = 1.0
+            snr = 1.0
+            weighted = (None, None, None, None)
+            ev, co, sn = evidence, confidence, snr
+            if affinity is not None:
+                weighted = weighted_metrics(index, affinity, [x], [x], flat, [x], [])
+                ev, co, sn = weighted[1], weighted[2], weighted[3]
+            potential = (ev + co) * sn + 1.0
+            freq = index.frequency[pid] if index.frequency[pid] > 0 else 1
+            rows.append((index.names[pid], potential, SingleSymbolPrediction(
+                index.names[pid], events, la, freq, index.emotives_of(pid),
+                [x], [], [x], [], flat[1:], [], similarity, evidence, confidence, snr, 0, [],
+                potential, *weighted)))
+        rows.sort(key=lambda r: r[0])
+        rows.sort(key=lambda r: r[1], reverse=True)
+        return [r[2] for r in rows[: self.config.max_predictions]]
+
+
+def weighted_metrics(PatternIndex index, str emotive, list matches, list state,
+                     list pattern_flat, list present_flat, list extras_flat):
+    """engine.md §3.11: (weighted_similarity, _evidence, _confidence, _snr)."""
+    affinity = index.affinity
+    symbols = index.symbols
+    weights = {}
+
+    def wsum(tokens):
+        total = 0.0
+        for s in tokens:
+            w = weights.get(s)
+            if w is None:
+                a = abs(affinity.get(s, {}).get(emotive, 0.0))
+                sid = symbols.find(s)
+                f = index.symbol_frequency[sid] if sid else 0
+                w = weights[s] = a / f + 0.01 if a > 0 and f > 0 else 0.01
+            total = total + w
+        return total
+
+    wm = wsum(matches)
+    ws = wsum(state)
+    wa = wsum(pattern_flat)
+    wp = wsum(present_flat)
+    we = wsum(extras_flat)
+    div = lambda num, den: num / den if den != 0 else 0.0
+    return div(2 * wm, ws + wa), div(wm, wa), div(wm, wp), div(wm, wm + we)
+
+
+def predict(PatternIndex index, list stm, object config):
+    """Ranked predictions for ``stm`` (list of events) under ``config`` (EngineConfig).
+
+    Returns a :class:`~engine.results.PredictionSet`. An STM with no symbol gives
+    no predictions; one symbol takes the single-symbol path (§3.9).
+    """
+    cdef _Scorer scorer = _Scorer(index, stm, config)
+    cdef Py_ssize_t n = len(scorer.state)
+    if n == 0:
+        return PredictionSet([], [])
+    if n == 1:
+        return PredictionSet(scorer.single(), [])
+    scorer.collect()
+    kept, match_lists, future_potentials = scorer.ensemble()
+    ranked = scorer.rank(kept, config.rank_sort_algo)
+    return PredictionSet(scorer.build(ranked, kept, match_lists), future_potentials)
