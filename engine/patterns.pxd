@@ -20,8 +20,8 @@ cdef class PatternIndex:
     # Python-side per-pattern data.
     cdef list names                          # pattern id -> bare 40-hex name
     cdef dict pid_of                         # name -> pattern id
-    cdef list emotives                       # pattern id -> list[dict[str, float]]
-    cdef list metadata                       # pattern id -> dict[str, list[str]]
+    cdef list emotives                       # pattern id -> list[dict[str, float]] | None
+    cdef list metadata                       # pattern id -> dict[str, list[str]] | None
     cdef list finalized                      # pattern id -> None | (entropy, normalized, global)
     cdef dict affinity                       # symbol -> {emotive: Σ averaged value}
     # Knowledge-base totals (engine.md §2.2, §3.8).

@@ -104,10 +104,11 @@ cdef class PatternIndex:
             pid = <pattern_id_t>pid_obj
             self.frequency[pid] += 1
             if emotives or metadata:
-                merged = self.emotives[pid] + list(emotives)
-                self.emotives[pid] = merged[-persistence:] if persistence > 0 else []
+                merged = (self.emotives[pid] or []) + list(emotives)
+                self.emotives[pid] = merged[-persistence:] or None
                 if metadata:
-                    self.metadata[pid] = merge_metadata(self.metadata[pid], accumulate_metadata(metadata))
+                    self.metadata[pid] = merge_metadata(self.metadata[pid] or {},
+                                                        accumulate_metadata(metadata))
         cdef symbol_id_t sid
         for s, c in counts.items():
             sid = self.symbols.find(s)
@@ -172,8 +173,9 @@ cdef class PatternIndex:
             self.starts[self.tokens[self.tok_start[pid]]].push_back(pid)
         self.names.append(name)
         self.pid_of[name] = pid
-        self.emotives.append(emotives)
-        self.metadata.append(metadata)
+        # Empty values are held as None: no GC-tracked container per plain pattern.
+        self.emotives.append(emotives or None)
+        self.metadata.append(metadata or None)
         self.finalized.append(None)
         return pid
 
@@ -220,8 +222,8 @@ cdef class PatternIndex:
             "pattern_data": self.events_of(pid),
             "length": self.pattern_length(pid),
             "frequency": self.frequency[pid],
-            "emotives": [dict(e) for e in self.emotives[pid]],
-            "metadata": {k: list(v) for k, v in self.metadata[pid].items()},
+            "emotives": [dict(e) for e in self.emotives[pid] or ()],
+            "metadata": {k: list(v) for k, v in (self.metadata[pid] or {}).items()},
         }
 
     def iter_names(self):
