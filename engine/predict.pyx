@@ -347,9 +347,11 @@ cdef class _Scorer:
     cdef object _filter_stages(self):
         # engine.md §3.2. Only stages that can drop a candidate are returned:
         # `rapidfuzz` repeats the threshold test and `bloom` is a prescreen without
-        # false negatives, so both keep every candidate. `minhash` is an estimate of
-        # the jaccard stage that this engine does not reproduce; it is skipped like
-        # an unknown stage. A pipeline whose first stage is not a DB stage skips it.
+        # false negatives, so both keep every candidate. `minhash` estimates the
+        # Jaccard index of symbol sets with LSH; this engine computes that index
+        # exactly instead (keep iff Jaccard >= minhash_threshold), which is what
+        # the estimate approximates and is deterministic. A pipeline whose first
+        # stage is not a DB stage skips that stage (the reference errors there).
         pipeline = list(self.config.filter_pipeline)
         if not pipeline:
             return None
@@ -357,7 +359,7 @@ cdef class _Scorer:
         for position, stage in enumerate(pipeline):
             if position == 0 and stage not in ("length", "jaccard", "minhash"):
                 continue
-            if stage in ("length", "jaccard"):
+            if stage in ("length", "jaccard", "minhash"):
                 stages.append(stage)
         return stages or None
 
@@ -374,9 +376,13 @@ cdef class _Scorer:
                 max_len = int(n_state * max_ratio)
                 if not (min_len <= length <= max_len):
                     return False
-            elif stage == "jaccard":
-                threshold = cfg.jaccard_threshold or 0.3
-                min_overlap = cfg.jaccard_min_overlap or 2
+            else:
+                if stage == "jaccard":
+                    threshold = cfg.jaccard_threshold or 0.3
+                    min_overlap = cfg.jaccard_min_overlap or 2
+                else:
+                    threshold = cfg.minhash_threshold or 0.7
+                    min_overlap = 0
                 toks = self.index.pattern_tokens(pid)
                 pattern_set = {toks[i] for i in range(length)}
                 overlap = len({x for x in a if x >= 0})
