@@ -1,0 +1,48 @@
+"""``create_app(settings=None) -> Litestar`` (``uvicorn --factory web.app:create_app``)."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+
+from web import __version__
+from web.controllers.events import events
+from web.controllers.health import HealthController
+from web.controllers.monitoring import MonitoringController
+from web.controllers.patterns import DeprecatedController, PatternController, SymbolController
+from web.controllers.sessions import SessionController
+from web.deps import dependencies
+from web.edge import Edge
+from web.errors import exception_handlers
+from web.lifespan import lifespan
+from web.logging import configure_logging
+from web.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """The KATO app for ``settings`` (default: read from the environment).
+
+    OpenAPI is served under ``/schema`` (``/schema/openapi.json``, Swagger at
+    ``/schema/swagger``). CORS allows every origin with credentials (api.md §1.1).
+    """
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    app = Litestar(
+        route_handlers=[SessionController, PatternController, SymbolController, DeprecatedController,
+                        HealthController, MonitoringController, events],
+        dependencies=dependencies,
+        exception_handlers=exception_handlers,
+        lifespan=[lifespan(settings)],
+        cors_config=CORSConfig(allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
+                               allow_credentials=True),
+        openapi_config=OpenAPIConfig(title="KATO API", version=__version__, path="/schema"),
+        request_max_body_size=settings.max_request_bytes,
+        debug=False,
+    )
+    app.state.settings = settings
+    # Outside Litestar's router on purpose: the session guard answers before routing.
+    app.asgi_handler = Edge(app.asgi_handler, app)
+    return app

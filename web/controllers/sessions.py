@@ -1,0 +1,135 @@
+"""Session routes (api.md §2.1, §2.2). Guarded paths are checked by web.edge first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, get, post
+
+from web.decoding import decode_body, query_int
+from web.memory import MemoryService
+from web.schemas.observations import (
+    Cleared,
+    ClearedAll,
+    CognitionDataResponse,
+    FinalizeTrainingResult,
+    LearnResult,
+    ObservationData,
+    ObservationResult,
+    ObservationSequenceResult,
+    ObserveSequence,
+    PerceptDataResponse,
+    StmResponse,
+)
+from web.schemas.predictions import PredictionsResponse
+from web.schemas.sessions import (
+    ConfigUpdated,
+    CreateSession,
+    SessionConfig,
+    SessionCount,
+    SessionDeleted,
+    SessionExists,
+    SessionExtended,
+    SessionResponse,
+)
+from web.sessions import SessionService
+
+__all__ = ["SessionController"]
+
+
+class SessionController(Controller):
+    """Sessions and their memory. Bodies are decoded by web.decoding (lax rules, E2 errors)."""
+
+    path = "/sessions"
+    tags = ["sessions"]
+
+    @post("/", status_code=200, summary="Create a session")
+    async def create(self, request: Request, sessions: SessionService) -> SessionResponse:
+        """Body ``{node_id, ttl_seconds?, metadata?, config?}``; 422/400/429 on bad input or the cap."""
+        return await sessions.create(decode_body(await request.body(), CreateSession))
+
+    @get("/count", summary="Live-session count")
+    async def count(self, sessions: SessionService) -> SessionCount:
+        """Exact number of live sessions."""
+        return await sessions.count()
+
+    @get("/{session_id:str}", summary="Session info")
+    async def info(self, session_id: str, sessions: SessionService) -> SessionResponse:
+        """Session info (slides the TTL); 404 ``detail`` when not live."""
+        return await sessions.info(session_id)
+
+    @delete("/{session_id:str}", status_code=200, summary="Delete a session")
+    async def delete_session(self, session_id: str, sessions: SessionService) -> SessionDeleted:
+        """Delete the session; its node's knowledge base is untouched."""
+        return await sessions.delete(session_id)
+
+    @get("/{session_id:str}/exists", summary="Existence check")
+    async def exists(self, session_id: str, sessions: SessionService) -> SessionExists:
+        """Always 200; never extends the TTL."""
+        return await sessions.exists(session_id)
+
+    @post("/{session_id:str}/extend", status_code=200, summary="Reset the expiry")
+    async def extend(self, session_id: str, request: Request, sessions: SessionService) -> SessionExtended:
+        """``?ttl_seconds=N`` (default 3600, at least 1); any body is ignored."""
+        return await sessions.extend(session_id, query_int(request.query_params, "ttl_seconds", 3600))
+
+    @get("/{session_id:str}/config", summary="Effective configuration")
+    async def get_config(self, session_id: str, sessions: SessionService) -> SessionConfig:
+        """Process defaults overlaid with the session's overrides."""
+        return await sessions.config(session_id)
+
+    @post("/{session_id:str}/config", status_code=200, summary="Update configuration")
+    async def update_config(self, session_id: str, request: Request, sessions: SessionService) -> ConfigUpdated:
+        """``{"config": {...}}`` or a flat map; 400 with ``validation_errors`` naming every bad key."""
+        return await sessions.update_config(session_id, decode_body(await request.body(), dict[str, Any]))
+
+    @post("/{session_id:str}/observe", status_code=200, summary="Observe")
+    async def observe(self, session_id: str, request: Request, memory: MemoryService) -> ObservationResult:
+        """One observation ``{strings, vectors, emotives, metadata}``."""
+        return await memory.observe(session_id, decode_body(await request.body(), ObservationData))
+
+    @post("/{session_id:str}/observe-sequence", status_code=200, summary="Observe a batch")
+    async def observe_sequence(self, session_id: str, request: Request,
+                               memory: MemoryService) -> ObservationSequenceResult:
+        """``{observations: [...], learn_after_each, learn_at_end, clear_stm_between}``."""
+        return await memory.observe_sequence(session_id, decode_body(await request.body(), ObserveSequence))
+
+    @get("/{session_id:str}/stm", summary="Short-term memory")
+    async def stm(self, session_id: str, memory: MemoryService) -> StmResponse:
+        """The STM as a list of events."""
+        return await memory.stm(session_id)
+
+    @post("/{session_id:str}/learn", status_code=200, summary="Learn the STM")
+    async def learn(self, session_id: str, memory: MemoryService) -> LearnResult:
+        """Learn the STM as a pattern; 400 ``Cannot learn from empty STM``."""
+        return await memory.learn(session_id)
+
+    @get("/{session_id:str}/predictions", summary="Predictions")
+    async def predictions(self, session_id: str, memory: MemoryService) -> PredictionsResponse:
+        """Predictions for the current STM (query parameters are ignored)."""
+        return await memory.predictions(session_id)
+
+    @post("/{session_id:str}/clear-stm", status_code=200, summary="Clear the session's memory")
+    async def clear_stm(self, session_id: str, memory: MemoryService) -> Cleared:
+        """Reset STM, accumulators, time, percept and predictions."""
+        return await memory.clear_stm(session_id)
+
+    @post("/{session_id:str}/clear-all", status_code=200, summary="Drop the node's knowledge base")
+    async def clear_all(self, session_id: str, memory: MemoryService) -> ClearedAll:
+        """Delete every pattern of the node, then reset this session."""
+        return await memory.clear_all(session_id)
+
+    @post("/{session_id:str}/finalize-training", status_code=200, summary="Precompute pattern metrics")
+    async def finalize_training(self, session_id: str, memory: MemoryService) -> FinalizeTrainingResult:
+        """finalize-training over every pattern of the session's node."""
+        return await memory.finalize(session_id)
+
+    @get("/{session_id:str}/percept-data", summary="Last observation as perceived")
+    async def percept_data(self, session_id: str, memory: MemoryService) -> PerceptDataResponse:
+        """Sorted strings, vectors, averaged emotives and metadata of the last observation."""
+        return await memory.percept(session_id)
+
+    @get("/{session_id:str}/cognition-data", summary="Last predictions and STM view")
+    async def cognition_data(self, session_id: str, memory: MemoryService) -> CognitionDataResponse:
+        """Predictions of the last observe, last emotives, STM and time."""
+        return await memory.cognition(session_id)

@@ -1,0 +1,34 @@
+"""Dependency providers: the runtime and services built by the lifespan."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from web.memory import MemoryService
+from web.runtime import Runtime
+from web.sessions import SessionService
+
+__all__ = ["dependencies"]
+
+
+def provide_runtime(state: State) -> Runtime:
+    """The service's shared runtime."""
+    return state.kato
+
+
+def provide_sessions(state: State) -> SessionService:
+    """Session lifecycle operations."""
+    return state.session_service
+
+
+def provide_memory(state: State) -> MemoryService:
+    """STM / learn / predict operations."""
+    return state.memory_service
+
+
+dependencies = {
+    "rt": Provide(provide_runtime, sync_to_thread=False),
+    "sessions": Provide(provide_sessions, sync_to_thread=False),
+    "memory": Provide(provide_memory, sync_to_thread=False),
+}

@@ -1,0 +1,1 @@
+"""msgspec Structs of every request and response body, by resource."""

@@ -1,0 +1,156 @@
+"""Service settings: environment -> one frozen Struct. The only place env vars are read.
+
+Names and defaults follow api.md §5.1/§5.2 (the reference's variable names, matched
+case-insensitively) with three decisions of ours: the server listens on
+``127.0.0.1:8000`` by default (``KATO_HOST``/``KATO_PORT``, ``PORT`` as fallback)
+so a fresh ``kato serve`` is not exposed on the network; logs are JSON unless
+``LOG_FORMAT=human``; ``MAX_SESSIONS`` is accepted as an alias of
+``KATO_MAX_SESSIONS``. Out-of-range values stop the server at start-up with a
+message naming the variable (:class:`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+from engine import EngineConfig, InvalidConfiguration
+
+__all__ = ["Settings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is invalid; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the service reads from its environment."""
+
+    service_name: str = "kato"
+    processor_id: str = "kato"
+    processor_name: str = "KatoProcessor"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_format: str = "json"
+    storage: str = "embedded"
+    data_dir: str = "var/kato"
+    engine: EngineConfig = EngineConfig()
+    session_ttl: int = 3600
+    session_auto_extend: bool = True
+    session_lock_timeout: float = 60.0
+    max_sessions: int = 0
+    max_request_bytes: int = 104857600
+    inline_budget_ms: float = 0.5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read the settings from ``environ`` (default ``os.environ``); raises SettingsError."""
+        env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
+        r = _Reader(env)
+        service_name = r.text("SERVICE_NAME", "kato")
+        if len(service_name) > 40:
+            # api.md §1.6 CHOICE A30: a longer name would make kb_id slicing odd.
+            raise SettingsError("SERVICE_NAME must be at most 40 characters")
+        engine = _engine_defaults(r)
+        settings = cls(
+            service_name=service_name,
+            processor_id=r.text("PROCESSOR_ID", service_name),
+            processor_name=r.text("PROCESSOR_NAME", "KatoProcessor"),
+            host=r.text("KATO_HOST", "127.0.0.1"),
+            port=r.integer("KATO_PORT", r.integer("PORT", 8000, 1, 65535), 1, 65535),
+            log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+            log_format=r.choice("LOG_FORMAT", "json", ("json", "human")),
+            storage=r.choice("KATO_STORAGE", "embedded", ("embedded",)),
+            data_dir=r.text("KATO_DATA_DIR", "var/kato"),
+            engine=engine,
+            session_ttl=r.integer("SESSION_TTL", 3600, 60, 86400),
+            session_auto_extend=r.boolean("SESSION_AUTO_EXTEND", True),
+            session_lock_timeout=r.number("KATO_SESSION_LOCK_TIMEOUT", 60.0, 0.001, None),
+            max_sessions=r.integer("KATO_MAX_SESSIONS", r.integer("MAX_SESSIONS", 0, 0, None), 0, None),
+            max_request_bytes=r.integer("KATO_MAX_REQUEST_BYTES", 104857600, 1024, None),
+            inline_budget_ms=r.number("KATO_INLINE_BUDGET_MS", 0.5, 0.0, None),
+        )
+        return settings
+
+
+def _engine_defaults(r: "_Reader") -> EngineConfig:
+    """Process-wide engine defaults (api.md §5.1); validated like session overrides."""
+    values = {
+        "max_pattern_length": r.integer("MAX_PATTERN_LENGTH", 0, 0, None),
+        "persistence": r.integer("PERSISTENCE", 5, 1, 100),
+        "recall_threshold": r.number("RECALL_THRESHOLD", 0.1, 0.0, 1.0),
+        "stm_mode": r.choice("STM_MODE", "CLEAR", ("CLEAR", "ROLLING")),
+        "indexer_type": r.choice("INDEXER_TYPE", "VI", ("VI", "LSH", "ANNOY", "FAISS")),
+        "max_predictions": r.integer("MAX_PREDICTIONS", 100, 1, 10000),
+        "sort_symbols": r.boolean("SORT_SYMBOLS", True),
+        "process_predictions": r.boolean("PROCESS_PREDICTIONS", True),
+        "use_token_matching": r.boolean("USE_TOKEN_MATCHING", True),
+        "rank_sort_algo": r.text("RANK_SORT_ALGO", "potential"),
+    }
+    try:
+        return EngineConfig().merged(values)
+    except InvalidConfiguration as exc:
+        key, msg = next(iter(exc.errors.items()))
+        raise SettingsError(f"{key.upper()}: {msg}") from None
+
+
+class _Reader:
+    """Typed access to an upper-cased environment map."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        raw = self._raw(name)
+        return default if raw is None else raw
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        for choice in choices:
+            if raw.upper() == choice.upper():
+                return choice
+        raise SettingsError(f"{name} must be one of {', '.join(choices)} (got {raw!r})")
+
+    def integer(self, name: str, default: int, lo: int | None, hi: int | None) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer (got {raw!r})") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise SettingsError(f"{name} must be between {lo} and {hi if hi is not None else 'inf'} (got {value})")
+        return value
+
+    def number(self, name: str, default: float, lo: float | None, hi: float | None) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number (got {raw!r})") from None
+        if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise SettingsError(f"{name} must be between {lo} and {hi if hi is not None else 'inf'} (got {raw})")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be a boolean (got {raw!r})")
