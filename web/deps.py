@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 
 from web.memory import MemoryService
 from web.runtime import Runtime
 from web.sessions import SessionService
 
-__all__ = ["dependencies"]
+__all__ = ["dependencies", "Rt", "Sessions", "Memory"]
+
+Rt = NamedDependency[Runtime]
+Sessions = NamedDependency[SessionService]
+Memory = NamedDependency[MemoryService]
 
 
 def provide_runtime(state: State) -> Runtime:

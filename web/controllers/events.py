@@ -9,14 +9,14 @@ import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from web.runtime import Runtime
+from web.deps import Rt
 from web.timefmt import iso_offset
 
 __all__ = ["events"]
 
 
 @websocket("/ws/events")
-async def events(socket: WebSocket, rt: Runtime) -> None:
+async def events(socket: WebSocket, rt: Rt) -> None:
     """Snapshot first, then every session.created / session.destroyed; ``ping`` -> ``pong``."""
     await socket.accept()
     queue = rt.events.subscribe()

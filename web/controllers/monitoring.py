@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from litestar.params import FromPath
 from litestar import Controller, MediaType, Request, Response, get
 from litestar.exceptions import NotFoundException
 
 from web.decoding import query_int
 from web.health import backend_health, metrics_report, processors_info
 from web.metrics import SERIES
-from web.runtime import Runtime
+from web.deps import Rt
 
 __all__ = ["MonitoringController"]
 
@@ -23,12 +24,12 @@ class MonitoringController(Controller):
     tags = ["monitoring"]
 
     @get("/metrics", summary="Metric summary (JSON)")
-    async def metrics(self, rt: Runtime) -> dict[str, Any]:
+    async def metrics(self, rt: Rt) -> dict[str, Any]:
         """Sessions, request performance, host resources, per-role store counters."""
         return await metrics_report(rt)
 
     @get("/stats", summary="Metric time series")
-    async def stats(self, request: Request, rt: Runtime) -> dict[str, Any]:
+    async def stats(self, request: Request, rt: Rt) -> dict[str, Any]:
         """Every series within ``?minutes=`` (default 10)."""
         minutes = query_int(request.query_params, "minutes", 10)
         report = await metrics_report(rt)
@@ -52,7 +53,7 @@ class MonitoringController(Controller):
         }
 
     @get("/metrics/{metric_name:str}", summary="One metric's history")
-    async def metric(self, metric_name: str, request: Request, rt: Runtime) -> dict[str, Any]:
+    async def metric(self, metric_name: FromPath[str], request: Request, rt: Rt) -> dict[str, Any]:
         """Points within ``?minutes=`` (default 10); 404 when there are none."""
         minutes = query_int(request.query_params, "minutes", 10)
         points = rt.metrics.points(metric_name, minutes)
@@ -66,7 +67,7 @@ class MonitoringController(Controller):
                 "data_points": points}
 
     @get("/prometheus", summary="Prometheus exposition", media_type=MediaType.TEXT)
-    async def prometheus(self, rt: Runtime) -> Response[str]:
+    async def prometheus(self, rt: Rt) -> Response[str]:
         """Text format 0.0.4 (kept off /metrics, which is the reference's JSON)."""
         backends = {name: ping.ok for name, ping in (await backend_health(rt)).values()}
         text = rt.metrics.prometheus(await rt.sessions.count(), backends, rt.stores.vectors.unindexed())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from litestar.params import FromPath
 from litestar import Controller, Request, get
 
 from web.nodes import kb_id_for, resolve_node
+from web.deps import Rt
 from web.runtime import Runtime
 from web.schemas.patterns import (
     AffinityAll,
@@ -37,7 +39,7 @@ class PatternController(Controller):
     tags = ["patterns"]
 
     @get("/{pattern_id:str}", summary="One learned pattern")
-    async def pattern(self, pattern_id: str, request: Request, rt: Runtime) -> PatternResponse:
+    async def pattern(self, pattern_id: FromPath[str], request: Request, rt: Rt) -> PatternResponse:
         """Bare hash or ``PTRN|<hash>``; an unknown id is still 200 with ``status: "error"``."""
         kb_id, kb = await _kb(rt, request)
         try:
@@ -60,13 +62,13 @@ class SymbolController(Controller):
     tags = ["patterns"]
 
     @get("/affinity", summary="Affinity of every symbol")
-    async def affinities(self, request: Request, rt: Runtime) -> AffinityAll:
+    async def affinities(self, request: Request, rt: Rt) -> AffinityAll:
         """Running emotive sums per symbol."""
         kb_id, kb = await _kb(rt, request)
         return AffinityAll(affinities=kb.index.affinity_table(), node_id=kb_id)
 
     @get("/stats", summary="Symbol frequencies")
-    async def stats(self, request: Request, rt: Runtime) -> SymbolStats:
+    async def stats(self, request: Request, rt: Rt) -> SymbolStats:
         """Frequency and pattern-membership count per symbol."""
         kb_id, kb = await _kb(rt, request)
         symbols = {name: SymbolStat(name=name, frequency=freq, pattern_member_frequency=pmf)
@@ -74,7 +76,7 @@ class SymbolController(Controller):
         return SymbolStats(symbols=symbols, node_id=kb_id)
 
     @get("/{symbol:str}/affinity", summary="Affinity of one symbol")
-    async def affinity(self, symbol: str, request: Request, rt: Runtime) -> AffinityOne:
+    async def affinity(self, symbol: FromPath[str], request: Request, rt: Rt) -> AffinityOne:
         """``{}`` for an unknown symbol."""
         kb_id, kb = await _kb(rt, request)
         return AffinityOne(symbol=symbol, affinity=kb.index.affinity_table().get(symbol, {}), node_id=kb_id)
@@ -87,13 +89,13 @@ class DeprecatedController(Controller):
     tags = ["deprecated"]
 
     @get("/percept-data", summary="Deprecated", deprecated=True)
-    async def percept(self, request: Request, rt: Runtime) -> DeprecatedPercept:
+    async def percept(self, request: Request, rt: Rt) -> DeprecatedPercept:
         """Always empty; use the session route."""
         kb_id = kb_id_for(resolve_node(request.query_params, request.headers), rt.settings.service_name)
         return DeprecatedPercept(percept_data={}, node_id=kb_id, warning=_DEPRECATED % "percept-data")
 
     @get("/cognition-data", summary="Deprecated", deprecated=True)
-    async def cognition(self, request: Request, rt: Runtime) -> DeprecatedCognition:
+    async def cognition(self, request: Request, rt: Rt) -> DeprecatedCognition:
         """Always empty; use the session route."""
         kb_id = kb_id_for(resolve_node(request.query_params, request.headers), rt.settings.service_name)
         data = {"predictions": [], "emotives": {}, "symbols": [], "command": "", "metadata": {}, "path": [],

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar.params import FromPath
 from litestar import Controller, Request, delete, get, post
 
 from web.decoding import decode_body, query_int
-from web.memory import MemoryService
+from web.deps import Memory, Sessions
 from web.schemas.observations import (
     Cleared,
     ClearedAll,
@@ -32,7 +33,6 @@ from web.schemas.sessions import (
     SessionExtended,
     SessionResponse,
 )
-from web.sessions import SessionService
 
 __all__ = ["SessionController"]
 
@@ -44,92 +44,92 @@ class SessionController(Controller):
     tags = ["sessions"]
 
     @post("/", status_code=200, summary="Create a session")
-    async def create(self, request: Request, sessions: SessionService) -> SessionResponse:
+    async def create(self, request: Request, sessions: Sessions) -> SessionResponse:
         """Body ``{node_id, ttl_seconds?, metadata?, config?}``; 422/400/429 on bad input or the cap."""
         return await sessions.create(decode_body(await request.body(), CreateSession))
 
     @get("/count", summary="Live-session count")
-    async def count(self, sessions: SessionService) -> SessionCount:
+    async def count(self, sessions: Sessions) -> SessionCount:
         """Exact number of live sessions."""
         return await sessions.count()
 
     @get("/{session_id:str}", summary="Session info")
-    async def info(self, session_id: str, sessions: SessionService) -> SessionResponse:
+    async def info(self, session_id: FromPath[str], sessions: Sessions) -> SessionResponse:
         """Session info (slides the TTL); 404 ``detail`` when not live."""
         return await sessions.info(session_id)
 
     @delete("/{session_id:str}", status_code=200, summary="Delete a session")
-    async def delete_session(self, session_id: str, sessions: SessionService) -> SessionDeleted:
+    async def delete_session(self, session_id: FromPath[str], sessions: Sessions) -> SessionDeleted:
         """Delete the session; its node's knowledge base is untouched."""
         return await sessions.delete(session_id)
 
     @get("/{session_id:str}/exists", summary="Existence check")
-    async def exists(self, session_id: str, sessions: SessionService) -> SessionExists:
+    async def exists(self, session_id: FromPath[str], sessions: Sessions) -> SessionExists:
         """Always 200; never extends the TTL."""
         return await sessions.exists(session_id)
 
     @post("/{session_id:str}/extend", status_code=200, summary="Reset the expiry")
-    async def extend(self, session_id: str, request: Request, sessions: SessionService) -> SessionExtended:
+    async def extend(self, session_id: FromPath[str], request: Request, sessions: Sessions) -> SessionExtended:
         """``?ttl_seconds=N`` (default 3600, at least 1); any body is ignored."""
         return await sessions.extend(session_id, query_int(request.query_params, "ttl_seconds", 3600))
 
     @get("/{session_id:str}/config", summary="Effective configuration")
-    async def get_config(self, session_id: str, sessions: SessionService) -> SessionConfig:
+    async def get_config(self, session_id: FromPath[str], sessions: Sessions) -> SessionConfig:
         """Process defaults overlaid with the session's overrides."""
         return await sessions.config(session_id)
 
     @post("/{session_id:str}/config", status_code=200, summary="Update configuration")
-    async def update_config(self, session_id: str, request: Request, sessions: SessionService) -> ConfigUpdated:
+    async def update_config(self, session_id: FromPath[str], request: Request, sessions: Sessions) -> ConfigUpdated:
         """``{"config": {...}}`` or a flat map; 400 with ``validation_errors`` naming every bad key."""
         return await sessions.update_config(session_id, decode_body(await request.body(), dict[str, Any]))
 
     @post("/{session_id:str}/observe", status_code=200, summary="Observe")
-    async def observe(self, session_id: str, request: Request, memory: MemoryService) -> ObservationResult:
+    async def observe(self, session_id: FromPath[str], request: Request, memory: Memory) -> ObservationResult:
         """One observation ``{strings, vectors, emotives, metadata}``."""
         return await memory.observe(session_id, decode_body(await request.body(), ObservationData))
 
     @post("/{session_id:str}/observe-sequence", status_code=200, summary="Observe a batch")
-    async def observe_sequence(self, session_id: str, request: Request,
-                               memory: MemoryService) -> ObservationSequenceResult:
+    async def observe_sequence(self, session_id: FromPath[str], request: Request,
+                               memory: Memory) -> ObservationSequenceResult:
         """``{observations: [...], learn_after_each, learn_at_end, clear_stm_between}``."""
         return await memory.observe_sequence(session_id, decode_body(await request.body(), ObserveSequence))
 
     @get("/{session_id:str}/stm", summary="Short-term memory")
-    async def stm(self, session_id: str, memory: MemoryService) -> StmResponse:
+    async def stm(self, session_id: FromPath[str], memory: Memory) -> StmResponse:
         """The STM as a list of events."""
         return await memory.stm(session_id)
 
     @post("/{session_id:str}/learn", status_code=200, summary="Learn the STM")
-    async def learn(self, session_id: str, memory: MemoryService) -> LearnResult:
+    async def learn(self, session_id: FromPath[str], memory: Memory) -> LearnResult:
         """Learn the STM as a pattern; 400 ``Cannot learn from empty STM``."""
         return await memory.learn(session_id)
 
     @get("/{session_id:str}/predictions", summary="Predictions")
-    async def predictions(self, session_id: str, memory: MemoryService) -> PredictionsResponse:
+    async def predictions(self, session_id: FromPath[str], memory: Memory) -> PredictionsResponse:
         """Predictions for the current STM (query parameters are ignored)."""
         return await memory.predictions(session_id)
 
     @post("/{session_id:str}/clear-stm", status_code=200, summary="Clear the session's memory")
-    async def clear_stm(self, session_id: str, memory: MemoryService) -> Cleared:
+    async def clear_stm(self, session_id: FromPath[str], memory: Memory) -> Cleared:
         """Reset STM, accumulators, time, percept and predictions."""
         return await memory.clear_stm(session_id)
 
     @post("/{session_id:str}/clear-all", status_code=200, summary="Drop the node's knowledge base")
-    async def clear_all(self, session_id: str, memory: MemoryService) -> ClearedAll:
+    async def clear_all(self, session_id: FromPath[str], memory: Memory) -> ClearedAll:
         """Delete every pattern of the node, then reset this session."""
         return await memory.clear_all(session_id)
 
     @post("/{session_id:str}/finalize-training", status_code=200, summary="Precompute pattern metrics")
-    async def finalize_training(self, session_id: str, memory: MemoryService) -> FinalizeTrainingResult:
+    async def finalize_training(self, session_id: FromPath[str], memory: Memory) -> FinalizeTrainingResult:
         """finalize-training over every pattern of the session's node."""
         return await memory.finalize(session_id)
 
     @get("/{session_id:str}/percept-data", summary="Last observation as perceived")
-    async def percept_data(self, session_id: str, memory: MemoryService) -> PerceptDataResponse:
+    async def percept_data(self, session_id: FromPath[str], memory: Memory) -> PerceptDataResponse:
         """Sorted strings, vectors, averaged emotives and metadata of the last observation."""
         return await memory.percept(session_id)
 
     @get("/{session_id:str}/cognition-data", summary="Last predictions and STM view")
-    async def cognition_data(self, session_id: str, memory: MemoryService) -> CognitionDataResponse:
+    async def cognition_data(self, session_id: FromPath[str], memory: Memory) -> CognitionDataResponse:
         """Predictions of the last observe, last emotives, STM and time."""
         return await memory.cognition(session_id)

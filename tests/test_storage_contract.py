@@ -1,0 +1,189 @@
+"""Contract of the storage interfaces, run against every implementation we have.
+
+Pattern stores must rebuild a knowledge base exactly (same predictions, counters,
+emotive windows, affinities) and keep knowledge bases isolated by kb_id. Session
+stores must expire, slide, probe, count exactly and serialise writers. Vector
+indexes follow api.md §4.5.4 (dimension mismatch: skipped, never an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import numpy
+import pytest
+
+from engine import EngineConfig, KnowledgeBase, Observation, SessionState
+from storage.base import PatternStore, SessionBusy, SessionStore, VectorStore
+from storage.memory import MemorySessionStore
+from storage.qdrant_local import LocalQdrantStore, point_id
+from storage.records import SessionRecord
+from storage.sqlite import SqlitePatternStore
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+def pattern_store(request, tmp_path):
+    store = SqlitePatternStore(tmp_path / "p.sqlite3" if request.param == "sqlite-file" else ":memory:")
+    yield store
+    asyncio.run(store.close())
+
+
+@pytest.fixture(params=["memory"])
+def session_store(request):
+    return MemorySessionStore()
+
+
+@pytest.fixture(params=["qdrant-local-file", "qdrant-local-memory"])
+def vector_store(request, tmp_path):
+    store = LocalQdrantStore(tmp_path / "q" if request.param == "qdrant-local-file" else None)
+    yield store
+    asyncio.run(store.close())
+
+
+def _train(kb: KnowledgeBase, config: EngineConfig) -> list:
+    learned = []
+    state = SessionState()
+    episodes = [(["a"], ["b"], ["c"]), (["a"], ["b"], ["d"]), (["x", "y"], ["z"]), (["a"], ["b"], ["c"])]
+    for i, episode in enumerate(episodes):
+        for j, strings in enumerate(episode):
+            kb.observe(state, Observation(strings=list(strings), emotives={"joy": float(i + j)},
+                                          metadata={"ep": i}), config)
+        name, record = kb.learn(state, config)
+        learned.append(record)
+        state.clear()
+    return learned
+
+
+def _snapshot(kb: KnowledgeBase, config: EngineConfig) -> bytes:
+    preds = kb.predict([["a"], ["b"]], config)
+    records = sorted((kb.pattern(n) for n in kb.index.iter_names()), key=lambda r: r["name"])
+    return msgspec.json.encode([preds, records, sorted(kb.index.symbol_stats()), kb.index.affinity_table()])
+
+
+def test_protocols_are_implemented(pattern_store, session_store, vector_store):
+    assert isinstance(pattern_store, PatternStore)
+    assert isinstance(session_store, SessionStore)
+    assert isinstance(vector_store, VectorStore)
+
+
+def test_rebuild_reproduces_the_knowledge_base_exactly(pattern_store):
+    config = EngineConfig()
+    original = KnowledgeBase("kb1")
+    learned = _train(original, config)
+    asyncio.run(pattern_store.append("kb1", learned))
+    rebuilt = KnowledgeBase("kb1")
+    generation = asyncio.run(pattern_store.rebuild(rebuilt))
+    assert generation == asyncio.run(pattern_store.generation("kb1")) > 0
+    assert _snapshot(rebuilt, config) == _snapshot(original, config)
+    assert rebuilt.pattern(learned[0].name)["frequency"] == 2
+
+
+def test_finalize_marker_replays_at_its_point(pattern_store):
+    config = EngineConfig()
+    original = KnowledgeBase("kb1")
+    learned = _train(original, config)
+    asyncio.run(pattern_store.append("kb1", learned[:2]))
+    asyncio.run(pattern_store.mark_finalized("kb1"))
+    asyncio.run(pattern_store.append("kb1", learned[2:]))
+    reference = KnowledgeBase("kb1")
+    for rec in learned[:2]:
+        reference.apply(rec)
+    reference.finalize()
+    for rec in learned[2:]:
+        reference.apply(rec)
+    rebuilt = KnowledgeBase("kb1")
+    asyncio.run(pattern_store.rebuild(rebuilt))
+    assert _snapshot(rebuilt, config) == _snapshot(reference, config)
+
+
+def test_knowledge_bases_are_isolated_and_clear_is_scoped(pattern_store):
+    config = EngineConfig()
+    learned = _train(KnowledgeBase("x"), config)
+    asyncio.run(pattern_store.append("kb1", learned))
+    asyncio.run(pattern_store.append("kb2", learned[:1]))
+    asyncio.run(pattern_store.clear("kb1"))
+    kb1, kb2 = KnowledgeBase("kb1"), KnowledgeBase("kb2")
+    asyncio.run(pattern_store.rebuild(kb1))
+    asyncio.run(pattern_store.rebuild(kb2))
+    assert len(kb1) == 0 and len(kb2) == 1
+
+
+def test_pattern_store_ping(pattern_store):
+    health = asyncio.run(pattern_store.ping())
+    assert health.ok and health.error is None
+
+
+def _record(sid: str, ttl: int = 60, now: float | None = None) -> SessionRecord:
+    import time
+
+    now = time.time() if now is None else now
+    return SessionRecord(session_id=sid, node_id="n", kb_id="n_kato", created_at=now, last_accessed=now,
+                         expires_at=now + ttl, ttl_seconds=ttl)
+
+
+def test_session_store_lifecycle(session_store):
+    async def run():
+        import time
+
+        await session_store.create(_record("s1"))
+        await session_store.create(_record("old", now=time.time() - 120))
+        assert await session_store.count() == 1
+        assert (await session_store.get("s1")).session_id == "s1"
+        assert await session_store.get("old") is None
+        assert await session_store.probe("old") == (False, True)
+        assert await session_store.probe("old") == (False, False)
+        touched = await session_store.touch("s1", time.time() + 30, extend=True)
+        assert touched.access_count == 1 and touched.expires_at > time.time() + 80
+        assert await session_store.delete("s1") and not await session_store.delete("s1")
+        assert await session_store.count() == 0
+
+    asyncio.run(run())
+
+
+def test_session_lock_serialises_and_times_out(session_store):
+    async def run():
+        order = []
+
+        async def writer(tag: str):
+            async with session_store.lock("s", timeout=5):
+                order.append(f"{tag}-in")
+                await asyncio.sleep(0.01)
+                order.append(f"{tag}-out")
+
+        await asyncio.gather(*(writer(str(i)) for i in range(5)))
+        assert order == [f"{i}-{p}" for i in range(5) for p in ("in", "out")]
+        async with session_store.lock("s", timeout=1):
+            with pytest.raises(SessionBusy):
+                async with session_store.lock("s", timeout=0.05):
+                    pass
+
+    asyncio.run(run())
+
+
+def test_vector_index_search_and_dimension_mismatch(vector_store):
+    index = vector_store.index("kbv")
+    assert index.search(numpy.array([1.0, 0.0]), 3) == []
+    index.upsert([("VCTR|a", [0.0, 0.0]), ("VCTR|b", [1.0, 0.0]), ("VCTR|c", [5.0, 5.0]), ("VCTR|e", [])])
+    assert index.search(numpy.array([0.9, 0.0]), 2) == ["VCTR|b", "VCTR|a"]
+    index.upsert([("VCTR|long", [1.0, 2.0, 3.0])])
+    assert vector_store.unindexed() == 1
+    assert index.search(numpy.array([1.0, 2.0, 3.0]), 3) == []
+    asyncio.run(vector_store.drop("kbv"))
+    assert index.search(numpy.array([0.9, 0.0]), 2) == []
+    assert vector_store.index("other").search(numpy.array([0.0, 0.0]), 1) == []
+
+
+def test_vectors_persist_across_reopen(tmp_path):
+    store = LocalQdrantStore(tmp_path / "q")
+    store.index("kbp").upsert([("VCTR|a", [1.0, 2.0])])
+    asyncio.run(store.close())
+    reopened = LocalQdrantStore(tmp_path / "q")
+    try:
+        assert reopened.index("kbp").search(numpy.array([1.0, 2.0]), 1) == ["VCTR|a"]
+    finally:
+        asyncio.run(reopened.close())
+
+
+def test_point_id_matches_the_reference():
+    assert point_id("VCTR|7729f0ed56a13a9373fc1b1c17e34f61d4512ab4") == "d7f998c2-99c5-50a0-85a7-630b0b8881ac"
