@@ -106,6 +106,20 @@ def test_openapi_schema_is_served(client):
     schema = client.get("/schema/openapi.json").json()
     assert "/sessions/{session_id}/observe" in schema["paths"]
     assert "/health" in schema["paths"]
+    body = schema["paths"]["/sessions/{session_id}/observe"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ObservationData"}
+    assert "strings" in schema["components"]["schemas"]["ObservationData"]["properties"]
+
+
+def test_session_store_outage_is_503_not_404(client, session, monkeypatch):
+    sid = session()
+
+    async def down(*args, **kwargs):
+        raise StoreUnavailable("memory", "gone")
+
+    monkeypatch.setattr(client.app.state.kato.stores.sessions, "touch", down)
+    resp = client.get(f"/sessions/{sid}/stm")
+    assert resp.status_code == 503 and resp.json() == {"detail": "memory unavailable: gone"}
 
 
 def test_cors_allows_any_origin(client):

@@ -17,6 +17,7 @@ from web.edge import Edge
 from web.errors import exception_handlers
 from web.lifespan import lifespan
 from web.logging import configure_logging
+from web.openapi import document_request_bodies
 from web.settings import Settings
 
 __all__ = ["create_app"]
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     app.state.settings = settings
+    document_request_bodies(app)
     # Outside Litestar's router on purpose: the session guard answers before routing.
     app.asgi_handler = Edge(app.asgi_handler, app)
     return app

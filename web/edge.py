@@ -18,7 +18,9 @@ from typing import Any
 
 import msgspec
 
+from storage.base import StoreUnavailable
 from web.errors import session_not_found_body
+from web.schemas.errors import Detail
 
 __all__ = ["Edge"]
 
@@ -71,12 +73,21 @@ class Edge:
         try:
             if session_id is not None:
                 extra.append((b"x-session-id", session_id.encode()))
-                if await rt.sessions.touch(session_id, time.time(), rt.settings.session_auto_extend) is None:
-                    body = msgspec.json.encode(session_not_found_body(session_id))
-                    await send_with_headers({"type": "http.response.start", "status": 404, "headers": [
-                        *_E3_HEADERS, (b"content-length", str(len(body)).encode())]})
-                    await send({"type": "http.response.body", "body": body})
+                try:
+                    live = await rt.sessions.touch(session_id, time.time(), rt.settings.session_auto_extend)
+                except StoreUnavailable as exc:  # unreadable is not "absent" (api.md §7.2 S3)
+                    await self._answer(send_with_headers, 503, Detail(str(exc)))
+                    return
+                if live is None:
+                    await self._answer(send_with_headers, 404, session_not_found_body(session_id))
                     return
             await self.app(scope, receive, send_with_headers)
         finally:
             rt.metrics.request(status, time.perf_counter() - start)
+
+    @staticmethod
+    async def _answer(send: Any, status: int, content: Any) -> None:
+        body = msgspec.json.encode(content)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*_E3_HEADERS, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

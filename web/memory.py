@@ -142,10 +142,12 @@ class MemoryService:
     async def _save(self, rec: SessionRecord, state: SessionState, percept: dict[str, Any]) -> None:
         _enforce_limits(state)
         now = time.time()
-        self.rt.metrics.session_operations += 1
+        metrics = self.rt.metrics
+        metrics.session_operations += 1
         await self.rt.sessions.save(msgspec.structs.replace(
             rec, state=state, percept_data=percept, last_accessed=now,
             expires_at=self.sessions.expiry(rec, now)))
+        metrics.store("redis", time.time() - now, True)
 
     async def observe(self, session_id: str, data: ObservationData) -> ObservationResult:
         """One observation; auto-learn may store a pattern (persisted before answering)."""

@@ -43,7 +43,7 @@ class SessionController(Controller):
     path = "/sessions"
     tags = ["sessions"]
 
-    @post("/", status_code=200, summary="Create a session")
+    @post("/", status_code=200, summary="Create a session", opt={"body": CreateSession})
     async def create(self, request: Request, sessions: Sessions) -> SessionResponse:
         """Body ``{node_id, ttl_seconds?, metadata?, config?}``; 422/400/429 on bad input or the cap."""
         return await sessions.create(decode_body(await request.body(), CreateSession))
@@ -78,17 +78,17 @@ class SessionController(Controller):
         """Process defaults overlaid with the session's overrides."""
         return await sessions.config(session_id)
 
-    @post("/{session_id:str}/config", status_code=200, summary="Update configuration")
+    @post("/{session_id:str}/config", status_code=200, summary="Update configuration", opt={"body": dict[str, Any]})
     async def update_config(self, session_id: FromPath[str], request: Request, sessions: Sessions) -> ConfigUpdated:
         """``{"config": {...}}`` or a flat map; 400 with ``validation_errors`` naming every bad key."""
         return await sessions.update_config(session_id, decode_body(await request.body(), dict[str, Any]))
 
-    @post("/{session_id:str}/observe", status_code=200, summary="Observe")
+    @post("/{session_id:str}/observe", status_code=200, summary="Observe", opt={"body": ObservationData})
     async def observe(self, session_id: FromPath[str], request: Request, memory: Memory) -> ObservationResult:
         """One observation ``{strings, vectors, emotives, metadata}``."""
         return await memory.observe(session_id, decode_body(await request.body(), ObservationData))
 
-    @post("/{session_id:str}/observe-sequence", status_code=200, summary="Observe a batch")
+    @post("/{session_id:str}/observe-sequence", status_code=200, summary="Observe a batch", opt={"body": ObserveSequence})
     async def observe_sequence(self, session_id: FromPath[str], request: Request,
                                memory: Memory) -> ObservationSequenceResult:
         """``{observations: [...], learn_after_each, learn_at_end, clear_stm_between}``."""
