@@ -29,7 +29,13 @@ async def backend_health(rt: Runtime) -> dict[str, tuple[str, BackendHealth]]:
 
 
 async def health_report(rt: Runtime) -> tuple[HealthResponse, int]:
-    """Health from the backends' pings; host load only adds ``issues``. Status code 200 or 503."""
+    """Health from the backends' pings; host load only adds ``issues``. Status code 200 or 503.
+
+    ``backends`` is keyed by the backend actually serving each role (``memory``,
+    ``sqlite``, ``qdrant_local`` on the embedded default; ``redis``,
+    ``clickhouse``, ``qdrant`` with the external backends), so the report names
+    what really answered rather than the reference's fixed three keys.
+    """
     pings = await backend_health(rt)
     issues: list[str] = []
     status = "healthy"
