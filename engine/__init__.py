@@ -11,6 +11,7 @@ from engine.errors import (
     InvalidConfiguration,
     InvalidObservation,
     UnknownPattern,
+    VectorSumError,
 )
 from engine.knowledge import PATTERN_PREFIX, KnowledgeBase, PatternRecord
 from engine.results import Anomaly, FuturePotential, Prediction, PredictionSet, SingleSymbolPrediction
@@ -39,5 +40,6 @@ __all__ = [
     "SingleSymbolPrediction",
     "UnknownPattern",
     "VectorIndex",
+    "VectorSumError",
     "validate_overrides",
 ]

@@ -11,6 +11,7 @@ __all__ = [
     "EngineError",
     "InvalidConfiguration",
     "InvalidObservation",
+    "VectorSumError",
     "EmptyShortTermMemory",
     "UnknownPattern",
 ]
@@ -40,6 +41,14 @@ class InvalidObservation(EngineError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+class VectorSumError(InvalidObservation):
+    """The vectors of one observation cannot be summed element-wise (numpy rules)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("vectors", message)
+        self.message = message
 
 
 class EmptyShortTermMemory(EngineError, ValueError):

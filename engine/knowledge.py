@@ -148,8 +148,14 @@ class KnowledgeBase:
     # --------------------------------------------------------------- predict
 
     def predict(self, stm: list[list[str]], config: EngineConfig) -> PredictionSet:
-        """Ranked predictions for ``stm`` under ``config`` (engine.md §3)."""
+        """Ranked predictions for ``stm`` under ``config`` (engine.md §3).
+
+        An empty knowledge base answers at once: no pattern, no prediction, and no
+        walk over a long STM.
+        """
         with self._lock.read():
+            if not len(self.index):
+                return PredictionSet([], [])
             return _predict(self.index, stm, config)
 
     # ------------------------------------------------------ storage and admin

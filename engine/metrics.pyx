@@ -68,7 +68,8 @@ cdef tuple entropies(dict counts, int64_t n, dict probabilities, int64_t total_s
             q = probabilities.get(sym, 0.0)
             if q > 0:
                 g = g + q * (log(q) / log_n)
-    return (-h, -hn if normalize else 0.0, -g if normalize else 0.0)
+    # "+ 0.0" turns a negated zero into +0.0 and changes no other value.
+    return (-h + 0.0, (-hn + 0.0) if normalize else 0.0, (-g + 0.0) if normalize else 0.0)
 
 
 def pattern_entropies(PatternIndex index, pattern_id_t pid):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy
 
-from engine.errors import InvalidObservation
+from engine.errors import InvalidObservation, VectorSumError
 from engine.session import Observation
 
 __all__ = ["validate_observation", "sum_vectors", "vector_name", "make_event", "pattern_hash"]
@@ -44,7 +44,7 @@ def _is_finite_number(x: Any) -> bool:
 def sum_vectors(vectors: list[list[float]]) -> numpy.ndarray:
     """Element-wise sum, left to right, with numpy semantics (a length-1 vector broadcasts).
 
-    Raises InvalidObservation("vectors") when the lengths cannot be broadcast.
+    Raises VectorSumError when the lengths cannot be broadcast.
     """
     total = numpy.array(vectors[0])
     for vec in vectors[1:]:
@@ -52,8 +52,8 @@ def sum_vectors(vectors: list[list[float]]) -> numpy.ndarray:
         try:
             total = total + arr
         except ValueError:
-            raise InvalidObservation(
-                "vectors", f"cannot sum vectors of lengths {total.shape[0]} and {arr.shape[0]}"
+            raise VectorSumError(
+                f"cannot sum vectors of lengths {total.shape[0]} and {arr.shape[0]}"
             ) from None
     return total
 

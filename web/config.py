@@ -23,7 +23,6 @@ class ConfigResolver:
         self.defaults = defaults
         self._default_report = defaults.as_dict()
         self._cache: dict[bytes, EngineConfig] = {}
-        self._quiet: dict[EngineConfig, EngineConfig] = {}
 
     def effective(self, overrides: Mapping[str, Any]) -> EngineConfig:
         """The engine configuration of a session with ``overrides`` (already validated)."""
@@ -36,20 +35,6 @@ class ConfigResolver:
                 self._cache.clear()
             config = self._cache[key] = self.defaults.merged(overrides)
         return config
-
-    def for_kb(self, config: EngineConfig, kb_size: int) -> EngineConfig:
-        """``config`` for an observe on a knowledge base of ``kb_size`` patterns.
-
-        An empty knowledge base can only predict ``[]``, yet the engine's predict
-        still walks the whole STM (up to 1000 events); switching observe-time
-        predictions off there gives the identical result without that cost.
-        """
-        if kb_size or not config.process_predictions:
-            return config
-        quiet = self._quiet.get(config)
-        if quiet is None:
-            quiet = self._quiet[config] = msgspec.structs.replace(config, process_predictions=False)
-        return quiet
 
     def report(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The effective configuration in api.md §3.2.1 order, values as stored."""

@@ -15,7 +15,13 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from engine import EmptyShortTermMemory, EngineError, InvalidConfiguration, InvalidObservation
+from engine import (
+    EmptyShortTermMemory,
+    EngineError,
+    InvalidConfiguration,
+    InvalidObservation,
+    VectorSumError,
+)
 from storage.base import SessionBusy, StoreUnavailable
 from web.decoding import RequestValidationError
 from web.schemas.errors import (
@@ -78,10 +84,9 @@ def _loc(field: str, prefix: list[str | int]) -> list[str | int]:
 
 
 def _observation_error(exc: InvalidObservation, index: int | None) -> Response:
-    if exc.field == "vectors":
-        # The only whole-"vectors" error left after typed decoding: the vectors of
-        # one observation cannot be summed (api.md §2.2.1 CHOICE A12).
-        detail: dict[str, Any] = {"error": "VectorSumError", "message": str(exc).split(": ", 1)[-1]}
+    if isinstance(exc, VectorSumError):
+        # api.md §2.2.1 CHOICE A12: the vectors of one observation cannot be summed.
+        detail: dict[str, Any] = {"error": "VectorSumError", "message": exc.message}
         if index is not None:
             detail["observation_index"] = index
         return _json(Detail(detail), 400)

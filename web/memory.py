@@ -157,7 +157,7 @@ class MemoryService:
             entry = await rt.kbs.get(rec.kb_id, rec.node_id)
             state = _working_copy(rec.state)
             obs = _observation(data, f"obs-{uuid.uuid4().hex}")
-            config = rt.resolver.for_kb(rt.resolver.effective(rec.overrides), len(entry.kb))
+            config = rt.resolver.effective(rec.overrides)
             async with entry.gate.shared():
                 result = await rt.offload.run((rec.kb_id, "observe"), entry.kb.observe, state, obs, config)
                 await rt.persist(rec.kb_id, result.learned)
