@@ -430,7 +430,9 @@ cdef class _Scorer:
         U = index.total_unique_patterns
         F = index.total_pattern_frequencies
         total_symbols = index.learned_symbols
-        # Symbol probability cache: every present symbol of every kept candidate.
+        # Symbol probability cache (§3.7): every symbol of matches and missing of every
+        # kept candidate. matches ∪ missing = the present symbols, plus, with fuzzy
+        # matching, the matched state tokens (which need not be in the pattern).
         cdef dict prob = {}
         cdef list present_tokens = []
         cdef list match_lists = []
@@ -444,6 +446,11 @@ cdef class _Scorer:
             for sid in pres:
                 if sid not in prob:
                     prob[sid] = index.pmf(sid) / U if U else 0.0
+            if found is not None:
+                for s in matches:
+                    sid = index.symbols.find(s)
+                    if sid != 0 and sid not in prob:
+                        prob[sid] = index.pmf(sid) / U if U else 0.0
         ensemble_freq = 0
         for t in kept:
             ensemble_freq += q.cands[t].frequency
