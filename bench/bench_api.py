@@ -21,121 +21,18 @@ one worker: observe p50 <= 1 ms and >= 3,000 observe req/s). Run:
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import random
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from bench.corpus import random_patterns, random_stm
+from bench.corpus import prefill_store, random_stm
+from bench.http import Connection, get, percentile, post, serve, throughput
 
-ROOT = Path(__file__).resolve().parent.parent
 KB_PATTERNS = 10_000
 CONNECTIONS = 8
 THROUGHPUT_REQUESTS = 20_000
-
-
-class Connection:
-    """Blocking keep-alive HTTP/1.1 connection (JSON in, JSON out)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        self.sock.sendall(head + body)
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += self.sock.recv(65536)
-        header, _, rest = self.buf.partition(b"\r\n\r\n")
-        length = int(header.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        while len(rest) < length:
-            rest += self.sock.recv(65536)
-        self.buf = rest[length:]
-        return int(header[9:12]), rest[:length]
-
-    def json(self, method: str, path: str, payload=None):
-        status, body = self.request(method, path, b"" if payload is None else json.dumps(payload).encode())
-        assert status == 200, (status, body[:300])
-        return json.loads(body)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-async def _async_request(reader, writer, request: bytes) -> int:
-    writer.write(request)
-    header = await reader.readuntil(b"\r\n\r\n")
-    length = int(header.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    await reader.readexactly(length)
-    return int(header[9:12])
-
-
-def throughput(port: int, requests_per_conn: list[list[bytes]]) -> tuple[float, list[float]]:
-    """Run each connection's requests back to back, all connections at once.
-
-    Returns (elapsed seconds, per-request latencies).
-    """
-    latencies: list[float] = []
-
-    async def worker(requests: list[bytes]) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for req in requests:
-                start = time.perf_counter()
-                status = await _async_request(reader, writer, req)
-                latencies.append(time.perf_counter() - start)
-                assert status == 200, status
-        finally:
-            writer.close()
-
-    async def run() -> float:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(r) for r in requests_per_conn))
-        return time.perf_counter() - start
-
-    try:
-        import uvloop
-    except ImportError:  # the stdlib loop works too, with a costlier client
-        return asyncio.run(run()), latencies
-    return uvloop.run(run()), latencies
-
-
-def _post(path: str, payload) -> bytes:
-    body = json.dumps(payload).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-
-
-def _get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-
-
-def _percentile(values: list[float], q: float) -> float:
-    data = sorted(values)
-    return data[min(len(data) - 1, int(len(data) * q))]
-
-
-def _prefill(data_dir: Path, node_id: str, n: int) -> None:
-    """Write ``n`` seeded patterns into the embedded learn log of ``node_id``."""
-    from engine import LearnedPattern
-    from engine.observation import pattern_hash
-    from storage.sqlite import SqlitePatternStore
-    from web.nodes import kb_id_for
-
-    store = SqlitePatternStore(data_dir / "patterns.sqlite3")
-    records = [LearnedPattern(name=pattern_hash(ev), events=ev, emotives=[], metadata=[], persistence=5,
-                              frequency=0) for ev in random_patterns(n, seed=1)]
-    asyncio.run(store.append(kb_id_for(node_id), records))
-    asyncio.run(store.close())
+_post, _get, _percentile = post, get, percentile
 
 
 @pytest.fixture(scope="module")
@@ -143,29 +40,9 @@ def server(tmp_path_factory):
     """A ``kato serve`` child process with a pre-filled 10k-pattern node ``bench-10k``."""
     data_dir = tmp_path_factory.mktemp("bench") / "data"
     data_dir.mkdir()
-    _prefill(data_dir, "bench-10k", KB_PATTERNS)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "web.cli", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--data-dir", str(data_dir)], cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = Connection(port)
-                conn.json("GET", "/health")
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        conn.close()
+    prefill_store(data_dir, "bench-10k", KB_PATTERNS)
+    with serve(data_dir) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def _sessions(port: int, node: str, k: int) -> list[str]:
@@ -245,3 +122,37 @@ def test_http_predictions_10k(benchmark, record, server):
     _report(benchmark, record, "http predictions", f"{KB_PATTERNS:,} pat",
             f"GET predictions, STM 3-5 events, {KB_PATTERNS:,} patterns, "
             f"predictions per call {counts}", elapsed, latencies)
+
+
+def _mixed_cycle(rng: random.Random, sid: str, observes: int) -> list[bytes]:
+    """One cycle of the mixed workload: observe x N, learn, predictions."""
+    events = [ev for _ in range(observes) for ev in random_stm(rng)][:observes]
+    return ([_post(f"/sessions/{sid}/observe", {"strings": ev}) for ev in events]
+            + [_post(f"/sessions/{sid}/learn", {}), _get(f"/sessions/{sid}/predictions")])
+
+
+def test_http_mixed_10k(benchmark, record, server):
+    """The compare/loadtest workload: per session, observe x4 (corpus symbols), learn, predictions."""
+    rng = random.Random(23)
+    observes = 4
+    (sid,) = _sessions(server, "bench-10k", 1)
+    conn = Connection(server)
+    stream = iter([r for _ in range(400) for r in _mixed_cycle(rng, sid, observes)])
+
+    def one() -> None:
+        raw = next(stream)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        method, path = head.split(b" ")[:2]
+        status, _ = conn.request(method.decode(), path.decode(), body)
+        assert status == 200
+
+    benchmark.pedantic(one, rounds=2000, iterations=1, warmup_rounds=100)
+    conn.close()
+    sids = _sessions(server, "bench-10k", CONNECTIONS)
+    work = [[r for _ in range(THROUGHPUT_REQUESTS // CONNECTIONS // (observes + 2))
+             for r in _mixed_cycle(rng, s, observes)] for s in sids]
+    benchmark.extra_info.update(patterns=KB_PATTERNS, cycle=f"observe x{observes}, learn, predictions")
+    elapsed, latencies = throughput(server, work)
+    _report(benchmark, record, "http mixed", f"{KB_PATTERNS:,} pat",
+            f"observe x{observes} (1-5 corpus symbols), learn, predictions; {KB_PATTERNS:,}-pattern node",
+            elapsed, latencies)

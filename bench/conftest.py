@@ -1,17 +1,44 @@
 """Shared fixtures of the benchmarks: seeded knowledge bases, built once per run.
 
 Every benchmark records what it ran (patterns, STM lengths, …) in
-``benchmark.extra_info``; a plain summary table is printed at the end of the run.
+``benchmark.extra_info``; a plain summary table (metric, size, median, p99,
+ops/s) is printed at the end of the run, with the build time and resident memory
+of every knowledge base built.
+
+``--bench-1m`` adds the one-million-pattern size (about a minute to build and
+~1 GB of memory); it is off by default.
 """
 
 from __future__ import annotations
 
+import gc
+import time
+
 import pytest
 
-from bench.corpus import build_kb
+from bench.corpus import build_kb, rss_bytes
 
 _KBS: dict[int, object] = {}
+_BUILDS: list[tuple[int, float, int]] = []
 _SUMMARY: list[tuple[str, str, float, float, float]] = []
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-1m", action="store_true", default=False,
+                     help="also run the 1,000,000-pattern benchmarks (slow build, ~1 GB)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--bench-1m"):
+        return
+    skip = pytest.mark.skip(reason="1M-pattern size: pass --bench-1m")
+    for item in items:
+        if "million" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "million: one-million-pattern benchmark (needs --bench-1m)")
 
 
 @pytest.fixture(scope="session")
@@ -20,30 +47,45 @@ def knowledge_base():
 
     def get(n: int):
         if n not in _KBS:
+            gc.collect()
+            before = rss_bytes()
+            started = time.perf_counter()
             _KBS[n] = build_kb(n)
+            gc.collect()
+            _BUILDS.append((n, time.perf_counter() - started, rss_bytes() - before))
         return _KBS[n]
 
     return get
 
 
 @pytest.fixture
-def record(benchmark, request):
+def record(benchmark):
     """Call after a benchmark ran: stores its median/p99/ops for the summary table."""
 
     def done(label: str, size: str) -> None:
         stats = benchmark.stats.stats
         data = sorted(stats.data)
         p99 = data[min(len(data) - 1, int(len(data) * 0.99))]
+        benchmark.extra_info.setdefault("p99_s", p99)
         _SUMMARY.append((label, size, stats.median, p99, stats.ops))
 
     return done
 
 
+def _time(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f}us"
+
+
 def pytest_terminal_summary(terminalreporter):
-    if not _SUMMARY:
-        return
     tr = terminalreporter
-    tr.section("KATO benchmark summary")
-    tr.write_line(f"{'metric':<28}{'size':>14}{'median':>14}{'p99':>14}{'ops/s':>14}")
-    for label, size, median, p99, ops in _SUMMARY:
-        tr.write_line(f"{label:<28}{size:>14}{median * 1e6:>12.1f}us{p99 * 1e6:>12.1f}us{ops:>14,.0f}")
+    if _SUMMARY:
+        tr.section("KATO benchmark summary")
+        tr.write_line(f"{'metric':<30}{'size':>14}{'median':>14}{'p99':>14}{'ops/s':>14}")
+        for label, size, median, p99, ops in _SUMMARY:
+            tr.write_line(f"{label:<30}{size:>14}{_time(median):>14}{_time(p99):>14}{ops:>14,.0f}")
+    if _BUILDS:
+        tr.section("knowledge bases built")
+        tr.write_line(f"{'patterns':>12}{'build':>12}{'RSS delta':>14}{'per 100k':>14}")
+        for n, seconds, rss in _BUILDS:
+            tr.write_line(f"{n:>12,}{seconds:>11.1f}s{rss / 2**20:>12.1f}MB"
+                          f"{rss / 2**20 * 100_000 / n:>12.1f}MB")
