@@ -1,0 +1,51 @@
+"""Smoke tests of the performance tooling: the compare command and the locust run.
+
+Each starts a real ``kato serve`` on 127.0.0.1 and drives it for a few seconds;
+they check that the tools run end to end and report, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_compare_command_reports_every_route(tmp_path):
+    out = tmp_path / "samples.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "--serve", "--rounds", "4", "--observations", "3",
+         "--max-seconds", "20", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for route in ("POST /sessions", "POST observe", "POST learn", "GET predictions"):
+        assert route in proc.stdout
+    assert "4 rounds per URL" in proc.stdout
+    assert out.stat().st_size > 0
+
+
+def test_compare_command_fails_when_a_server_errors(tmp_path):
+    # Nothing listens on port 9 of the loopback: the connection itself fails.
+    proc = subprocess.run([sys.executable, "-m", "bench.compare", "http://127.0.0.1:9", "--rounds", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("locust") is None,
+                    reason="locust is not installed (pip install -e '.[loadtest]')")
+def test_loadtest_script_runs_headless_and_writes_reports(tmp_path):
+    env = {**os.environ, "KATO_LOADTEST_OUT": str(tmp_path)}
+    proc = subprocess.run(["bash", "loadtest/run.sh", "-u", "2", "-r", "2", "-t", "3s"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = {p.name for p in tmp_path.iterdir()}
+    assert any(n.endswith("_stats.csv") for n in names) and any(n.endswith(".html") for n in names)
+    stats = next(tmp_path.glob("*_stats.csv")).read_text()
+    for route in ("POST /sessions/[id]/observe", "GET /sessions/[id]/predictions", "POST /sessions/[id]/learn"):
+        assert route in stats
