@@ -25,6 +25,7 @@ import msgspec
 if TYPE_CHECKING:
     from engine import KnowledgeBase, LearnedPattern, VectorIndex
     from storage.records import SessionRecord
+    from storage.snapshot import KbSnapshot
 
 __all__ = [
     "StoreUnavailable",
@@ -87,6 +88,14 @@ class PatternStore(Protocol):
     async def clear(self, kb_id: str) -> None:
         """Delete every learned pattern and statistic of ``kb_id`` (clear-all)."""
 
+    async def restore(self, kb_id: str, snapshot: KbSnapshot) -> None:
+        """Make ``snapshot`` the whole content of ``kb_id`` (backup restore).
+
+        Replaces whatever ``kb_id`` held, all or nothing; afterwards ``rebuild``
+        reproduces the snapshot exactly (storage.snapshot.load_snapshot) and later
+        learns apply on top of it. The generation changes. Raises StoreUnavailable.
+        """
+
     async def ping(self) -> BackendHealth:
         """Check the backend answers; never raises."""
 
@@ -146,6 +155,9 @@ class VectorStore(Protocol):
 
     async def drop(self, kb_id: str) -> None:
         """Delete every vector of ``kb_id`` (clear-all)."""
+
+    async def points(self, kb_id: str) -> list[tuple[str, list[float]]]:
+        """Every ``(name, vector)`` indexed for ``kb_id`` (backup export); [] when none."""
 
     def unindexed(self) -> int:
         """Vectors skipped so far because of a dimension mismatch (api.md §4.5.4)."""

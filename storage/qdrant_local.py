@@ -122,6 +122,21 @@ class LocalQdrantStore:
         """Delete the collection of ``kb_id``."""
         self.index(kb_id).clear()
 
+    async def points(self, kb_id: str) -> list[tuple[str, list[float]]]:
+        """Every ``(name, vector)`` of ``kb_id``, in point-id order (backup export)."""
+        collection = self.index(kb_id).collection
+        out: list[tuple[str, list[float]]] = []
+        offset = None
+        with self.lock:
+            if not self.client.collection_exists(collection):
+                return out
+            while True:
+                hits, offset = self.client.scroll(collection, limit=1024, offset=offset,
+                                                  with_payload=True, with_vectors=True)
+                out.extend((hit.payload["vctr_name"], [float(x) for x in hit.vector]) for hit in hits)
+                if offset is None:
+                    return out
+
     def unindexed(self) -> int:
         """Vectors skipped because of a dimension mismatch since start."""
         return self.unindexed_count

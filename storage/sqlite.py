@@ -6,7 +6,9 @@ one row; rebuilding a knowledge base replays its rows in order with
 metadata, symbol statistics and affinities exactly. finalize-training is logged as
 a marker row and re-run at that point of the replay, because its results depend
 on the statistics of the moment it ran (engine.md D8). clear-all deletes the
-knowledge base's rows.
+knowledge base's rows. A restored backup is one snapshot row that replaces every
+row of the knowledge base in the same transaction; replay loads it, then applies
+the rows logged after it.
 
 Durability: WAL journal with ``synchronous=NORMAL`` — a committed learn survives a
 crash or kill of the server process (an OS crash may lose the last commits).
@@ -27,10 +29,11 @@ import msgspec
 
 from engine import KnowledgeBase, LearnedPattern
 from storage.base import BackendHealth, StoreUnavailable
+from storage.snapshot import KbSnapshot, load_snapshot
 
 __all__ = ["SqlitePatternStore"]
 
-_LEARN, _FINALIZE = 0, 1
+_LEARN, _FINALIZE, _SNAPSHOT = 0, 1, 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS learn_log (
     seq   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,6 +57,7 @@ class SqlitePatternStore:
         self._lock = threading.Lock()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(LearnedPattern)
+        self._snapshot_decoder = msgspec.msgpack.Decoder(KbSnapshot)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -62,11 +66,13 @@ class SqlitePatternStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.backend, str(exc)) from exc
 
-    def _write(self, rows: list[tuple[str, int, str, bytes | None]]) -> None:
+    def _write(self, rows: list[tuple[str, int, str, bytes | None]], replace: str | None = None) -> None:
         try:
             with self._lock:
                 self._db.execute("BEGIN")
                 try:
+                    if replace is not None:
+                        self._db.execute("DELETE FROM learn_log WHERE kb_id = ?", (replace,))
                     self._db.executemany(
                         "INSERT INTO learn_log (kb_id, kind, name, body) VALUES (?, ?, ?, ?)", rows)
                     self._db.execute("COMMIT")
@@ -97,6 +103,8 @@ class SqlitePatternStore:
         for seq, kind, body in rows:
             if kind == _LEARN:
                 kb.apply(self._decoder.decode(body))
+            elif kind == _SNAPSHOT:
+                load_snapshot(kb, self._snapshot_decoder.decode(body))
             else:
                 kb.finalize()
             generation = seq
@@ -122,6 +130,10 @@ class SqlitePatternStore:
                 self._db.execute("DELETE FROM learn_log WHERE kb_id = ?", (kb_id,))
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.backend, str(exc)) from exc
+
+    async def restore(self, kb_id: str, snapshot: KbSnapshot) -> None:
+        """Replace every row of ``kb_id`` by one snapshot row, in one transaction."""
+        self._write([(kb_id, _SNAPSHOT, "", self._encoder.encode(snapshot))], replace=kb_id)
 
     async def ping(self) -> BackendHealth:
         """Run ``SELECT 1``; reports the error text instead of raising."""

@@ -7,6 +7,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 
 from web import __version__
+from web.controllers.backup import BackupController
 from web.controllers.events import events
 from web.controllers.health import HealthController
 from web.controllers.monitoring import MonitoringController
@@ -33,7 +34,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_format)
     app = Litestar(
         route_handlers=[SessionController, PatternController, SymbolController, DeprecatedController,
-                        HealthController, MonitoringController, events],
+                        HealthController, MonitoringController, BackupController, events],
         dependencies=dependencies,
         exception_handlers=exception_handlers,
         lifespan=[lifespan(settings)],

@@ -1,4 +1,9 @@
-"""``kato serve``: run the service with uvicorn (one worker on the embedded default)."""
+"""``kato serve``: run the service with uvicorn (one worker on the embedded default).
+
+``kato backup`` / ``kato restore``: one knowledge base to / from one file, straight
+on the configured stores (web/backup.py); a running server offers the same as
+``GET /kb/export`` / ``POST /kb/import``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default KATO_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default KATO_PORT or 8000)")
     serve.add_argument("--data-dir", help="embedded storage directory (default KATO_DATA_DIR or var/kato)")
+    for name, help_text in (("backup", "write one node's knowledge base to a file (server stopped, if embedded)"),
+                            ("restore", "make a backup file the knowledge base of a node")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--node", default="default_node", help="node id (default: default_node)")
+        cmd.add_argument("--data-dir", help="embedded storage directory (default KATO_DATA_DIR or var/kato)")
+        if name == "backup":
+            cmd.add_argument("--output", "-o", required=True, help="file to write ('-' for stdout)")
+        else:
+            cmd.add_argument("--input", "-i", required=True, help="backup file to read ('-' for stdin)")
+            cmd.add_argument("--replace", action="store_true", help="overwrite a node that already learned")
     args = parser.parse_args(argv)
+    if args.command in ("backup", "restore"):
+        return _backup_command(args)
 
     import os
 
@@ -40,6 +57,49 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1,
                 log_config=uvicorn_log_config(settings.log_level, settings.log_format),
                 access_log=False, timeout_graceful_shutdown=10)
+    return 0
+
+
+def _backup_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import msgspec
+
+    from storage.base import StoreUnavailable
+    from storage.snapshot import BackupError
+    from web.backup import RestoreConflict, export_offline, import_offline
+    from web.decoding import RequestValidationError
+    from web.logging import configure_logging
+    from web.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"kato: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    if args.data_dir:
+        settings = msgspec.structs.replace(settings, data_dir=args.data_dir)
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        if args.command == "backup":
+            data = msgspec.json.encode(asyncio.run(export_offline(settings, args.node)))
+            if args.output == "-":
+                sys.stdout.buffer.write(data)
+            else:
+                with open(args.output, "wb") as fh:
+                    fh.write(data)
+            return 0
+        if args.input == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(args.input, "rb") as fh:
+                raw = fh.read()
+        result = asyncio.run(import_offline(settings, args.node, raw, args.replace))
+    except (OSError, StoreUnavailable, RestoreConflict, BackupError, RequestValidationError) as exc:
+        print(f"kato {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"kato restore: restored {result.patterns} patterns and {result.vectors} vectors "
+          f"into {result.kb_id} (replaced {result.replaced})")
     return 0
 
 
