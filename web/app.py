@@ -7,6 +7,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 
 from web import __version__
+from web.auth import ApiKeyGate
 from web.controllers.backup import BackupController
 from web.controllers.events import events
 from web.controllers.health import HealthController
@@ -48,4 +49,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     document_request_bodies(app)
     # Outside Litestar's router on purpose: the session guard answers before routing.
     app.asgi_handler = Edge(app.asgi_handler, app)
+    if settings.api_key:  # outermost: no key, no session guard either (web/auth.py)
+        app.asgi_handler = ApiKeyGate(app.asgi_handler, settings.api_key)
     return app

@@ -44,6 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_sessions: int = 0
     max_request_bytes: int = 104857600
     inline_budget_ms: float = 0.5
+    api_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -72,6 +73,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_sessions=r.integer("KATO_MAX_SESSIONS", r.integer("MAX_SESSIONS", 0, 0, None), 0, None),
             max_request_bytes=r.integer("KATO_MAX_REQUEST_BYTES", 104857600, 1024, None),
             inline_budget_ms=r.number("KATO_INLINE_BUDGET_MS", 0.5, 0.0, None),
+            api_key=r.text("KATO_API_KEY", "") or None,  # web/auth.py: unset = open API
         )
         return settings
 
