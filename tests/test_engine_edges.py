@@ -237,6 +237,19 @@ def test_shared_symbol_against_model():
     pair.check([["u1"], ["shared"]], {"rank_sort_algo": "similarity"})
 
 
+def test_fuzzy_matched_state_token_enters_probability_cache():
+    """Regression: §3.7 caches p(s) for every symbol of `matches`; with fuzzy matching
+    (§3.10) those are state tokens, possibly absent from every present region."""
+    pair = Pair({"recall_threshold": 0.3, "fuzzy_token_threshold": 0.8})
+    pair.learn([["a"], ["cat"]])
+    pair.learn([["cart"], ["z1"], ["z2"], ["z3"], ["z4"], ["z5"]])  # "cart" known, similarity 0.25
+    (p,) = pair.check([["a"], ["cart"]]).predictions
+    assert p.matches == ["a", "cart"] and p.present == [["a"]]
+    # p(a) = p(cart) = 1/2: sv = [a: .5, cart: .5], pv = [a: .5]  ->  cos = 1/sqrt(2).
+    assert p.itfdf_similarity == 1 - (1 - 0.5 * 0.5 / (0.5 * math.sqrt(0.5 * 0.5 + 0.5 * 0.5)))
+    assert p.itfdf_similarity == 0.7071067811865475
+
+
 # ----------------------------------------------------------------------------- learning statistics
 
 
