@@ -21,6 +21,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 
 server_pid=""
 data_dir=""
+# shellcheck disable=SC2317  # invoked by the EXIT trap, which shellcheck 0.9 does not follow
 cleanup() {
     if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
     if [[ -n "$data_dir" ]]; then rm -rf "$data_dir"; fi
