@@ -44,6 +44,9 @@ class ExactVectorIndex:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
         self._names: list[str] = []
         self._known: set[str] = set()
         self._rows: list[numpy.ndarray] = []
@@ -83,4 +86,4 @@ class ExactVectorIndex:
 
     def clear(self) -> None:
         with self._lock:
-            self.__init__()
+            self._reset()
