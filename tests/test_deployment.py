@@ -58,6 +58,22 @@ def test_multi_compose_has_processors_behind_nginx():
     assert "Upgrade" in conf  # /ws/events goes through the front too
 
 
+def test_dockerfile_compiles_in_a_builder_and_runs_non_root_under_tini():
+    """No Docker daemon here, so the image's structure is checked as text."""
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
+    assert len(stages) == 2 and lines[stages[0]].endswith(" AS builder")
+    builder, runtime = "\n".join(lines[stages[0]:stages[1]]), "\n".join(lines[stages[1]:])
+    assert "build-essential" in builder and "pip wheel" in builder
+    assert "build-essential" not in runtime and "gcc" not in runtime
+    assert "COPY --from=builder /wheels" in runtime and "--no-index" in runtime
+    assert "USER kato" in runtime and 'ENTRYPOINT ["/usr/bin/tini", "--"]' in runtime
+    assert "HEALTHCHECK" in runtime and "http://127.0.0.1:8000/health" in runtime
+    assert 'CMD ["kato", "serve"]' in runtime
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", "var", "build", "**/*.so"} <= set(ignored) and "README.md" not in ignored
+
+
 def test_shell_scripts_pass_shellcheck():
     scripts = _shell_scripts()
     assert {START, MANAGER, ROOT / "scripts" / "test.sh"} <= set(scripts)
