@@ -11,6 +11,7 @@ system_tools=(
     docker-compose:docker-compose   # tests/test_deployment.py: `docker-compose config -q`
     shellcheck:shellcheck           # tests/test_deployment.py: the shell scripts
     curl:curl                       # start.sh / kato-manager.sh talk to the service with it
+    redis-server:redis-server       # tests/servers/redis_server.py: the server-storage tests
 )
 missing=()
 for entry in "${system_tools[@]}"; do

@@ -124,3 +124,81 @@ def start_server(tmp_path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+# --------------------------------------------------------------- server backends
+# Real components started from the project's own scripts (tests/servers/): a
+# missing binary or package is a test error, never a skip.
+
+
+class ClickHouseHttp:
+    """``tests/servers/clickhouse_http.py`` as a child process: ClickHouse over HTTP on 127.0.0.1."""
+
+    def __init__(self, path: Path) -> None:
+        from tests.servers.redis_server import free_port
+
+        self.port = free_port()
+        self.log_path = path.parent / f"clickhouse-http-{self.port}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.servers.clickhouse_http", "--path", str(path), "--port", str(self.port)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"clickhouse test server exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/ping", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("clickhouse test server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the in-process storage tests (tests pick their own DB number)."""
+    from tests.servers.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory) -> str:
+    """The data path of the in-process ClickHouse engine (chdb allows one path per process)."""
+    return str(tmp_path_factory.mktemp("chdb") / "data")
+
+
+@pytest.fixture(scope="session")
+def clickhouse_http(tmp_path_factory):
+    """ClickHouse's HTTP interface over the real engine, shared by server processes."""
+    server = ClickHouseHttp(tmp_path_factory.mktemp("clickhouse-http") / "data")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aio():
+    """One event loop for a whole test (stores bind their connection pools to it)."""
+    import asyncio
+
+    with asyncio.Runner() as runner:
+        yield runner

@@ -4,11 +4,18 @@ Pattern stores must rebuild a knowledge base exactly (same predictions, counters
 emotive windows, affinities) and keep knowledge bases isolated by kb_id. Session
 stores must expire, slide, probe, count exactly and serialise writers. Vector
 indexes follow api.md §4.5.4 (dimension mismatch: skipped, never an error).
+
+Backends: the embedded ones (SQLite, in-process sessions, qdrant-client local
+mode) and the server ones — ClickHouse (the real engine, in process through chdb)
+with Redis (a real redis-server, tests/servers/) for patterns, Redis for sessions,
+and the Qdrant store over qdrant-client's local mode. Each test runs on one event
+loop (``aio``), as a server does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import msgspec
 import numpy
@@ -22,23 +29,56 @@ from storage.records import SessionRecord
 from storage.sqlite import SqlitePatternStore
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
-def pattern_store(request, tmp_path):
-    store = SqlitePatternStore(tmp_path / "p.sqlite3" if request.param == "sqlite-file" else ":memory:")
+CONTRACT_REDIS_DB = 1  # flushed before every test that uses it
+
+
+def _redis_url(request) -> str:
+    server = request.getfixturevalue("redis_server")
+    server.command("-n", str(CONTRACT_REDIS_DB), "FLUSHDB")
+    return server.url.rsplit("/", 1)[0] + f"/{CONTRACT_REDIS_DB}"
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "clickhouse"])
+def pattern_store(request, tmp_path, aio):
+    if request.param == "clickhouse":
+        import clickhouse_connect
+
+        from storage.clickhouse import ClickHouseRows
+        from storage.redis import RedisConnector
+        from storage.shared import SharedPatternStore
+
+        path = request.getfixturevalue("chdb_path")
+        rows = ClickHouseRows(lambda: clickhouse_connect.get_client(interface="chdb", path=path),
+                              f"contract_{uuid.uuid4().hex[:8]}")
+        store = SharedPatternStore(rows, RedisConnector(_redis_url(request)))
+    else:
+        store = SqlitePatternStore(tmp_path / "p.sqlite3" if request.param == "sqlite-file" else ":memory:")
     yield store
-    asyncio.run(store.close())
+    aio.run(store.close())
 
 
-@pytest.fixture(params=["memory"])
-def session_store(request):
-    return MemorySessionStore()
+@pytest.fixture(params=["memory", "redis"])
+def session_store(request, aio):
+    if request.param == "redis":
+        from storage.redis import RedisConnector, RedisSessionStore
+
+        store = RedisSessionStore(RedisConnector(_redis_url(request)))
+        yield store
+        aio.run(store.close())
+    else:
+        yield MemorySessionStore()
 
 
-@pytest.fixture(params=["qdrant-local-file", "qdrant-local-memory"])
-def vector_store(request, tmp_path):
-    store = LocalQdrantStore(tmp_path / "q" if request.param == "qdrant-local-file" else None)
+@pytest.fixture(params=["qdrant-local-file", "qdrant-local-memory", "qdrant"])
+def vector_store(request, tmp_path, aio):
+    if request.param == "qdrant":
+        from storage.qdrant import QdrantStore
+
+        store = QdrantStore(path=tmp_path / "qs")
+    else:
+        store = LocalQdrantStore(tmp_path / "q" if request.param == "qdrant-local-file" else None)
     yield store
-    asyncio.run(store.close())
+    aio.run(store.close())
 
 
 def _train(kb: KnowledgeBase, config: EngineConfig) -> list:
@@ -61,31 +101,31 @@ def _snapshot(kb: KnowledgeBase, config: EngineConfig) -> bytes:
     return msgspec.json.encode([preds, records, sorted(kb.index.symbol_stats()), kb.index.affinity_table()])
 
 
-def test_protocols_are_implemented(pattern_store, session_store, vector_store):
+def test_protocols_are_implemented(pattern_store, session_store, vector_store, aio):
     assert isinstance(pattern_store, PatternStore)
     assert isinstance(session_store, SessionStore)
     assert isinstance(vector_store, VectorStore)
 
 
-def test_rebuild_reproduces_the_knowledge_base_exactly(pattern_store):
+def test_rebuild_reproduces_the_knowledge_base_exactly(pattern_store, aio):
     config = EngineConfig()
     original = KnowledgeBase("kb1")
     learned = _train(original, config)
-    asyncio.run(pattern_store.append("kb1", learned))
+    aio.run(pattern_store.append("kb1", learned))
     rebuilt = KnowledgeBase("kb1")
-    generation = asyncio.run(pattern_store.rebuild(rebuilt))
-    assert generation == asyncio.run(pattern_store.generation("kb1")) > 0
+    generation = aio.run(pattern_store.rebuild(rebuilt))
+    assert generation == aio.run(pattern_store.generation("kb1")) > 0
     assert _snapshot(rebuilt, config) == _snapshot(original, config)
     assert rebuilt.pattern(learned[0].name)["frequency"] == 2
 
 
-def test_finalize_marker_replays_at_its_point(pattern_store):
+def test_finalize_marker_replays_at_its_point(pattern_store, aio):
     config = EngineConfig()
     original = KnowledgeBase("kb1")
     learned = _train(original, config)
-    asyncio.run(pattern_store.append("kb1", learned[:2]))
-    asyncio.run(pattern_store.mark_finalized("kb1"))
-    asyncio.run(pattern_store.append("kb1", learned[2:]))
+    aio.run(pattern_store.append("kb1", learned[:2]))
+    aio.run(pattern_store.mark_finalized("kb1"))
+    aio.run(pattern_store.append("kb1", learned[2:]))
     reference = KnowledgeBase("kb1")
     for rec in learned[:2]:
         reference.apply(rec)
@@ -93,24 +133,51 @@ def test_finalize_marker_replays_at_its_point(pattern_store):
     for rec in learned[2:]:
         reference.apply(rec)
     rebuilt = KnowledgeBase("kb1")
-    asyncio.run(pattern_store.rebuild(rebuilt))
+    aio.run(pattern_store.rebuild(rebuilt))
     assert _snapshot(rebuilt, config) == _snapshot(reference, config)
 
 
-def test_knowledge_bases_are_isolated_and_clear_is_scoped(pattern_store):
+def test_knowledge_bases_are_isolated_and_clear_is_scoped(pattern_store, aio):
     config = EngineConfig()
     learned = _train(KnowledgeBase("x"), config)
-    asyncio.run(pattern_store.append("kb1", learned))
-    asyncio.run(pattern_store.append("kb2", learned[:1]))
-    asyncio.run(pattern_store.clear("kb1"))
+    aio.run(pattern_store.append("kb1", learned))
+    aio.run(pattern_store.append("kb2", learned[:1]))
+    aio.run(pattern_store.clear("kb1"))
     kb1, kb2 = KnowledgeBase("kb1"), KnowledgeBase("kb2")
-    asyncio.run(pattern_store.rebuild(kb1))
-    asyncio.run(pattern_store.rebuild(kb2))
+    aio.run(pattern_store.rebuild(kb1))
+    aio.run(pattern_store.rebuild(kb2))
     assert len(kb1) == 0 and len(kb2) == 1
 
 
-def test_pattern_store_ping(pattern_store):
-    health = asyncio.run(pattern_store.ping())
+def test_restore_replaces_the_knowledge_base_exactly(pattern_store, aio):
+    from storage.snapshot import take_snapshot
+
+    config = EngineConfig()
+    original = KnowledgeBase("source")
+    _train(original, config)
+    original.finalize()
+    aio.run(pattern_store.append("kb1", _train(KnowledgeBase("other"), config)[:1]))
+    before = aio.run(pattern_store.generation("kb1"))
+    aio.run(pattern_store.restore("kb1", take_snapshot(original)))
+    assert aio.run(pattern_store.generation("kb1")) != before
+    restored = KnowledgeBase("kb1")
+    aio.run(pattern_store.rebuild(restored))
+    assert _snapshot(restored, config) == _snapshot(original, config)
+    name = next(original.index.iter_names())
+    assert restored.index.finalized_metrics(name) == original.index.finalized_metrics(name)
+    # Learns after a restore apply on top of it.
+    state = SessionState()
+    for strings in (["a"], ["b"], ["c"]):
+        original.observe(state, Observation(strings=strings, emotives={"joy": 0.25}), config)
+    _, record = original.learn(state, config)
+    aio.run(pattern_store.append("kb1", [record]))
+    again = KnowledgeBase("kb1")
+    aio.run(pattern_store.rebuild(again))
+    assert _snapshot(again, config) == _snapshot(original, config)
+
+
+def test_pattern_store_ping(pattern_store, aio):
+    health = aio.run(pattern_store.ping())
     assert health.ok and health.error is None
 
 
@@ -122,7 +189,7 @@ def _record(sid: str, ttl: int = 60, now: float | None = None) -> SessionRecord:
                          expires_at=now + ttl, ttl_seconds=ttl)
 
 
-def test_session_store_lifecycle(session_store):
+def test_session_store_lifecycle(session_store, aio):
     async def run():
         import time
 
@@ -138,10 +205,10 @@ def test_session_store_lifecycle(session_store):
         assert await session_store.delete("s1") and not await session_store.delete("s1")
         assert await session_store.count() == 0
 
-    asyncio.run(run())
+    aio.run(run())
 
 
-def test_session_lock_serialises_and_times_out(session_store):
+def test_session_lock_serialises_and_times_out(session_store, aio):
     async def run():
         order = []
 
@@ -158,10 +225,10 @@ def test_session_lock_serialises_and_times_out(session_store):
                 async with session_store.lock("s", timeout=0.05):
                     pass
 
-    asyncio.run(run())
+    aio.run(run())
 
 
-def test_vector_index_search_and_dimension_mismatch(vector_store):
+def test_vector_index_search_and_dimension_mismatch(vector_store, aio):
     index = vector_store.index("kbv")
     assert index.search(numpy.array([1.0, 0.0]), 3) == []
     index.upsert([("VCTR|a", [0.0, 0.0]), ("VCTR|b", [1.0, 0.0]), ("VCTR|c", [5.0, 5.0]), ("VCTR|e", [])])
@@ -169,7 +236,7 @@ def test_vector_index_search_and_dimension_mismatch(vector_store):
     index.upsert([("VCTR|long", [1.0, 2.0, 3.0])])
     assert vector_store.unindexed() == 1
     assert index.search(numpy.array([1.0, 2.0, 3.0]), 3) == []
-    asyncio.run(vector_store.drop("kbv"))
+    aio.run(vector_store.drop("kbv"))
     assert index.search(numpy.array([0.9, 0.0]), 2) == []
     assert vector_store.index("other").search(numpy.array([0.0, 0.0]), 1) == []
 

@@ -2,7 +2,10 @@
 
 A knowledge base is loaded on first use by replaying the pattern store
 (``PatternStore.rebuild``) and then kept current by the learns of this process.
-It is a cache (api.md §4.10): dropping it loses nothing. Writers (observe, learn,
+It is a cache (api.md §4.10): dropping it loses nothing. With a shared pattern
+store (storage/shared.py) the knowledge base comes from the store, which keeps
+it in step with every other process; each ``get`` first applies whatever other
+processes committed (read-your-writes across processes). Writers (observe, learn,
 sequence) enter a KB *shared*; clear-all enters it *exclusively*, so no learn of
 that node interleaves with the deletion (api.md §3.6 rule 5).
 """
@@ -85,6 +88,8 @@ class KnowledgeBases:
         self._vectors = vectors
         self._entries: dict[str, KbEntry] = {}
         self._loading: dict[str, asyncio.Lock] = {}
+        # A store that hands out knowledge bases it keeps in step (SharedPatternStore).
+        self.shared = callable(getattr(patterns, "knowledge_base", None)) and callable(getattr(patterns, "sync", None))
 
     async def get(self, kb_id: str, node_id: str) -> KbEntry:
         """The entry of ``kb_id``, rebuilt from the pattern store on first use.
@@ -97,10 +102,15 @@ class KnowledgeBases:
             async with lock:
                 entry = self._entries.get(kb_id)
                 if entry is None:
-                    kb = KnowledgeBase(kb_id, vectors=self._vectors.index(kb_id))
+                    if self.shared:
+                        kb = self._patterns.knowledge_base(kb_id, self._vectors.index(kb_id))
+                    else:
+                        kb = KnowledgeBase(kb_id, vectors=self._vectors.index(kb_id))
                     generation = await self._patterns.rebuild(kb)
                     entry = self._entries[kb_id] = KbEntry(kb, node_id, generation)
             self._loading.pop(kb_id, None)
+        elif self.shared:
+            entry.generation = await self._patterns.sync(entry.kb)
         entry.last_accessed = time.time()
         entry.access_count += 1
         return entry
@@ -115,4 +125,6 @@ class KnowledgeBases:
         Used when a store write failed after the engine applied a learn, so memory
         never shows a pattern the store does not have.
         """
-        self._entries.pop(kb_id, None)
+        entry = self._entries.pop(kb_id, None)
+        if entry is not None and self.shared:
+            self._patterns.detach(entry.kb)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from litestar import Litestar
 
-from storage import open_stores
+from storage import StoreUnavailable, open_stores
 from web.memory import MemoryService
 from web.metrics import SAMPLE_SECONDS
 from web.runtime import Runtime
@@ -36,6 +36,12 @@ def lifespan(settings: Settings):
     @contextlib.asynccontextmanager
     async def run(app: Litestar) -> AsyncIterator[None]:
         stores = open_stores(settings)
+        opener = getattr(stores.patterns, "open", None)
+        if opener is not None:  # server backends: connect and create the schema now
+            try:
+                await opener()
+            except StoreUnavailable as exc:  # keep serving: /health reports it, requests answer 503
+                log.warning("pattern store not ready at start", extra={"backend": exc.backend, "reason": exc.reason})
         rt = Runtime(settings, stores)
         sessions = SessionService(rt)
         app.state.kato = rt

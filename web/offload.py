@@ -26,13 +26,16 @@ _ALPHA = 0.2  # weight of the newest duration in the moving average
 class Offloader:
     """Adaptive inline/thread execution of synchronous engine calls."""
 
-    def __init__(self, budget_ms: float) -> None:
+    def __init__(self, budget_ms: float, threaded: frozenset[str] = frozenset()) -> None:
         self.budget = budget_ms / 1000.0
+        # Operations that always run on a thread: with shared storage a learn blocks
+        # its thread until the stores committed it, which the event loop must not do.
+        self.threaded = threaded
         self._avg: dict[tuple[str, str], float] = {}
 
     async def run(self, key: tuple[str, str], fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(*args)``; ``key`` (kb_id, operation) selects the moving average."""
-        if self._avg.get(key, 0.0) <= self.budget:
+        if key[1] not in self.threaded and self._avg.get(key, 0.0) <= self.budget:
             return self._timed(key, fn, args)
         return await anyio.to_thread.run_sync(self._timed, key, fn, args)
 

@@ -27,7 +27,10 @@ class Runtime:
         self.sessions = stores.sessions
         self.kbs = KnowledgeBases(stores.patterns, stores.vectors)
         self.resolver = ConfigResolver(settings.engine)
-        self.offload = Offloader(settings.inline_budget_ms)
+        # Shared stores commit a learn inside the engine call (storage/shared.py), so
+        # every call that may learn runs on a worker thread.
+        self.offload = Offloader(settings.inline_budget_ms, frozenset(("observe", "sequence", "learn", "finalize"))
+                                 if self.kbs.shared else frozenset())
         self.metrics = Metrics(ResourceSampler(settings.data_dir))
         self.events = EventHub()
         self.started = time.time()
@@ -39,6 +42,9 @@ class Runtime:
         request rebuilds the knowledge base from what the store really holds.
         """
         if not learned:
+            return
+        if self.kbs.shared:  # committed by the knowledge base itself, before the engine applied it
+            self.metrics.patterns_learned += len(learned)
             return
         start = time.perf_counter()
         try:

@@ -44,6 +44,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_sessions: int = 0
     max_request_bytes: int = 104857600
     inline_budget_ms: float = 0.5
+    # External storage (api.md §5.1): Redis, ClickHouse, Qdrant shared by many processes.
+    redis_url: str | None = None
+    clickhouse_host: str = "localhost"
+    clickhouse_port: int = 8123
+    clickhouse_db: str = "kato"
+    clickhouse_user: str = "default"
+    clickhouse_password: str = ""
+    clickhouse_secure: bool = False
+    clickhouse_chdb_path: str | None = None
+    qdrant_host: str | None = "localhost"
+    qdrant_port: int = 6333
+    qdrant_api_key: str | None = None
+    qdrant_https: bool = False
+    qdrant_path: str | None = None
     api_key: str | None = None
 
     @classmethod
@@ -64,7 +78,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             port=r.integer("KATO_PORT", r.integer("PORT", 8000, 1, 65535), 1, 65535),
             log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
             log_format=r.choice("LOG_FORMAT", "json", ("json", "human")),
-            storage=r.choice("KATO_STORAGE", "embedded", ("embedded",)),
+            storage=r.choice("KATO_STORAGE", _storage_default(r), ("embedded", "external")),
             data_dir=r.text("KATO_DATA_DIR", "var/kato"),
             engine=engine,
             session_ttl=r.integer("SESSION_TTL", 3600, 60, 86400),
@@ -73,9 +87,41 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_sessions=r.integer("KATO_MAX_SESSIONS", r.integer("MAX_SESSIONS", 0, 0, None), 0, None),
             max_request_bytes=r.integer("KATO_MAX_REQUEST_BYTES", 104857600, 1024, None),
             inline_budget_ms=r.number("KATO_INLINE_BUDGET_MS", 0.5, 0.0, None),
+            redis_url=_redis_url(r),
+            clickhouse_host=r.text("CLICKHOUSE_HOST", "localhost"),
+            clickhouse_port=r.integer("CLICKHOUSE_PORT", 8123, 1, 65535),
+            clickhouse_db=r.text("CLICKHOUSE_DB", "kato"),
+            clickhouse_user=r.text("CLICKHOUSE_USER", "default"),
+            clickhouse_password=r.text("CLICKHOUSE_PASSWORD", ""),
+            clickhouse_secure=r.boolean("CLICKHOUSE_SECURE", False),
+            clickhouse_chdb_path=r.text("KATO_CLICKHOUSE_CHDB_PATH", "") or None,
+            qdrant_host=r.text("QDRANT_HOST", "localhost"),
+            qdrant_port=r.integer("QDRANT_PORT", 6333, 1, 65535),
+            qdrant_api_key=r.text("QDRANT_API_KEY", "") or None,
+            qdrant_https=r.boolean("QDRANT_HTTPS", False),
+            qdrant_path=r.text("KATO_QDRANT_PATH", "") or None,
             api_key=r.text("KATO_API_KEY", "") or None,  # web/auth.py: unset = open API
         )
         return settings
+
+
+def _storage_default(r: "_Reader") -> str:
+    """``external`` as soon as a server backend is named (api.md §5.2), else ``embedded``."""
+    named = ("REDIS_URL", "CLICKHOUSE_HOST", "KATO_CLICKHOUSE_CHDB_PATH")
+    if any(r.text(name, "") for name in named) or (r.boolean("REDIS_ENABLED", False) and r.text("REDIS_HOST", "")):
+        return "external"
+    return "embedded"
+
+
+def _redis_url(r: "_Reader") -> str | None:
+    """``REDIS_URL``, or one built from ``REDIS_HOST``/``REDIS_PORT`` when ``REDIS_ENABLED``;
+    ``REDIS_TLS`` turns ``redis://`` into ``rediss://`` (api.md §5.1)."""
+    url = r.text("REDIS_URL", "")
+    if not url and r.boolean("REDIS_ENABLED", False) and r.text("REDIS_HOST", ""):
+        url = f"redis://{r.text('REDIS_HOST', '')}:{r.integer('REDIS_PORT', 6379, 1, 65535)}/0"
+    if url and r.boolean("REDIS_TLS", False) and url.startswith("redis://"):
+        url = "rediss://" + url[len("redis://"):]
+    return url or None
 
 
 def _engine_defaults(r: "_Reader") -> EngineConfig:

@@ -1,0 +1,300 @@
+"""ClickHouse: the ``patterns_data`` rows of every knowledge base (api.md §4.3).
+
+One row per distinct pattern of a knowledge base, never updated: the events as
+``Array(Array(String))`` plus the precomputed filter columns (length, token set,
+MinHash signature and LSH bands, first/last token). The schema is created by the
+service at start (``CREATE ... IF NOT EXISTS``, idempotent) in ``CLICKHOUSE_DB``.
+Every value reaches ClickHouse as a bound parameter (``{name:Type}``) or as
+column data of an insert — never formatted into SQL text.
+
+Inserts go through :class:`RowWriter`: learns queue their row and wait; one
+flusher sends everything queued as a single column-oriented insert as soon as
+the previous insert finished (group commit), so the batch grows with the load
+and each learn is acknowledged only once ClickHouse has acknowledged its batch
+(synchronous insert, no ``async_insert``). A failed batch fails every learn in it.
+
+``clickhouse-connect`` is synchronous, so calls run on worker threads of this
+module's own limiter (never the engine's). The client is the ordinary HTTP one
+(``CLICKHOUSE_HOST``/``PORT``); ``interface="chdb"`` runs the real ClickHouse
+engine in process (one process per data path) for tests and single-process use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import numpy
+
+from storage.base import BackendHealth, StoreUnavailable
+
+__all__ = ["ClickHouseRows", "RowWriter", "PatternRow", "minhash_signature", "lsh_bands", "pattern_row"]
+
+log = logging.getLogger("kato.storage.clickhouse")
+
+T = TypeVar("T")
+
+COLUMNS = ["kb_id", "name", "pattern_data", "length", "token_set", "token_count", "minhash_sig", "lsh_bands",
+           "first_token", "last_token"]
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS {db}.patterns_data (
+        kb_id String,
+        name String,
+        pattern_data Array(Array(String)),
+        length UInt32,
+        token_set Array(String),
+        token_count UInt32,
+        minhash_sig Array(UInt32),
+        lsh_bands Array(UInt64),
+        first_token String,
+        last_token String,
+        created_at DateTime('UTC') DEFAULT now(),
+        updated_at DateTime('UTC') DEFAULT now(),
+        INDEX idx_length length TYPE minmax GRANULARITY 4,
+        INDEX idx_token_bloom token_set TYPE bloom_filter(0.01) GRANULARITY 4,
+        INDEX idx_token_count token_count TYPE minmax GRANULARITY 4
+    ) ENGINE = MergeTree() PARTITION BY kb_id ORDER BY (kb_id, length, name)
+    SETTINGS index_granularity = 8192""",
+    """CREATE TABLE IF NOT EXISTS {db}.lsh_buckets (
+        kb_id String, band_index UInt8, band_hash UInt64, pattern_name String
+    ) ENGINE = MergeTree() PARTITION BY kb_id ORDER BY (kb_id, band_hash, pattern_name)""",
+    """CREATE TABLE IF NOT EXISTS {db}.pattern_stats (
+        kb_id String, date Date, total_patterns UInt64, avg_length Float64, avg_token_count Float64,
+        min_length UInt32, max_length UInt32
+    ) ENGINE = MergeTree() PARTITION BY kb_id ORDER BY (kb_id, date)""",
+]
+
+# datasketch MinHash(num_perm=100, seed=1): permutations drawn from RandomState(1).
+_MERSENNE = numpy.uint64((1 << 61) - 1)
+_MAX_HASH = numpy.uint64((1 << 32) - 1)
+_NUM_PERM = 100
+
+
+def _permutations() -> tuple[numpy.ndarray, numpy.ndarray]:
+    gen = numpy.random.RandomState(1)
+    pairs = numpy.array([(gen.randint(1, _MERSENNE, dtype=numpy.uint64), gen.randint(0, _MERSENNE, dtype=numpy.uint64))
+                         for _ in range(_NUM_PERM)], dtype=numpy.uint64).T
+    return pairs[0], pairs[1]
+
+
+_PERM_A, _PERM_B = _permutations()
+
+
+def minhash_signature(symbols: Sequence[str]) -> list[int]:
+    """The 100 values of a datasketch ``MinHash(num_perm=100, seed=1)`` updated with each symbol's UTF-8."""
+    values = numpy.full(_NUM_PERM, _MAX_HASH, dtype=numpy.uint64)
+    with numpy.errstate(over="ignore"):
+        for sym in symbols:
+            hv = numpy.uint64(struct.unpack("<I", hashlib.sha1(sym.encode("utf-8")).digest()[:4])[0])
+            values = numpy.minimum(numpy.bitwise_and((_PERM_A * hv + _PERM_B) % _MERSENNE, _MAX_HASH), values)
+    return [int(v) for v in values]
+
+
+def lsh_bands(signature: Sequence[int]) -> list[int]:
+    """``abs(hash(tuple(sig[5i:5i+5])))`` for the 20 bands (CPython's tuple hash of ints)."""
+    return [abs(hash(tuple(signature[5 * i:5 * i + 5]))) for i in range(20)]
+
+
+PatternRow = tuple  # the COLUMNS of one row, in order
+
+
+def pattern_row(kb_id: str, name: str, events: list[list[str]]) -> PatternRow:
+    """The ``patterns_data`` row of one pattern (api.md §4.3)."""
+    symbols = [s for event in events for s in event]
+    token_set = sorted(set(symbols))
+    signature = minhash_signature(symbols)
+    return (kb_id, name, events, len(symbols), token_set, len(token_set), signature, lsh_bands(signature),
+            events[0][0] if events and events[0] else "", events[-1][-1] if events and events[-1] else "")
+
+
+class ClickHouseRows:
+    """Schema, batched inserts and reads of ``patterns_data`` in one database."""
+
+    backend = "clickhouse"
+
+    def __init__(self, client_factory: Callable[[], Any], database: str = "kato") -> None:
+        if not database.replace("_", "").isalnum():
+            # The database name is an identifier (it cannot be a bound parameter).
+            raise ValueError(f"CLICKHOUSE_DB must be letters, digits and '_' (got {database!r})")
+        self.database = database
+        self.table = f"{database}.patterns_data"
+        self._factory = client_factory
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._limiter = anyio.CapacityLimiter(4)
+        self.writer = RowWriter(self)
+        self._schema_ready = False
+
+    # ------------------------------------------------------------- plumbing
+
+    def _connect(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._factory()
+            return self._client
+
+    def _call(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)`` on this thread; any client failure is StoreUnavailable("clickhouse")."""
+        try:
+            client = self._connect()
+            if not self._schema_ready:
+                self._create_schema(client)
+            return fn(client)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the driver raises many kinds; all mean "cannot serve"
+            raise StoreUnavailable(self.backend, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        """``fn(client)`` on a worker thread of this store's limiter."""
+        return await anyio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
+
+    def _create_schema(self, client: Any) -> None:
+        client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        for ddl in _SCHEMA:
+            client.command(ddl.format(db=self.database))
+        self._schema_ready = True
+
+    async def open(self) -> None:
+        """Connect and create the schema (idempotent)."""
+        await self.call(lambda client: None)
+
+    # --------------------------------------------------------------- writes
+
+    def insert_rows(self, rows: list[PatternRow]) -> None:
+        """One synchronous column-oriented insert of ``rows`` (worker thread)."""
+        columns = [list(col) for col in zip(*rows)]
+        self._call(lambda client: client.insert(self.table, columns, column_names=COLUMNS, column_oriented=True,
+                                                settings={"async_insert": 0}))
+
+    async def drop(self, kb_id: str) -> None:
+        """Drop the knowledge base's partition (a missing partition is not an error)."""
+        await self.call(lambda client: client.command(
+            f"ALTER TABLE {self.table} DROP PARTITION {{kb:String}}", parameters={"kb": kb_id}))
+
+    # ---------------------------------------------------------------- reads
+
+    async def events(self, kb_id: str, names: Sequence[str] | None = None) -> dict[str, list[list[str]]]:
+        """name -> events of ``kb_id`` (all rows, or only ``names``); duplicate rows collapse."""
+        def read(client: Any) -> dict[str, list[list[str]]]:
+            if names is None:
+                result = client.query(f"SELECT name, pattern_data FROM {self.table} WHERE kb_id = {{kb:String}}",
+                                      parameters={"kb": kb_id}, column_oriented=True)
+            else:
+                result = client.query(
+                    f"SELECT name, pattern_data FROM {self.table} WHERE kb_id = {{kb:String}} "
+                    f"AND name IN {{names:Array(String)}}", parameters={"kb": kb_id, "names": list(names)},
+                    column_oriented=True)
+            cols = result.result_columns
+            if not cols:
+                return {}
+            return dict(zip(cols[0], cols[1]))
+
+        return await self.call(read)
+
+    async def count(self, kb_id: str) -> int:
+        """Number of rows of ``kb_id``."""
+        return int(await self.call(lambda client: client.query(
+            f"SELECT count() FROM {self.table} WHERE kb_id = {{kb:String}}", parameters={"kb": kb_id}
+        ).result_rows[0][0]))
+
+    async def ping(self) -> BackendHealth:
+        """``SELECT 1``; reports the error text instead of raising."""
+        start = time.perf_counter()
+        try:
+            await self.call(lambda client: client.query("SELECT 1"))
+        except StoreUnavailable as exc:
+            return BackendHealth(ok=False, latency_ms=_ms(start), error=exc.reason)
+        return BackendHealth(ok=True, latency_ms=_ms(start))
+
+    async def close(self) -> None:
+        """Flush queued rows, then close the client."""
+        await self.writer.close()
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing the clickhouse client failed", exc_info=True)
+
+
+class RowWriter:
+    """Group-commit writer: rows queued while an insert runs go out together in the next one."""
+
+    def __init__(self, rows: ClickHouseRows, max_rows: int = 5000) -> None:
+        self._rows = rows
+        self.max_rows = max_rows
+        self._queue: list[tuple[PatternRow, asyncio.Future]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0
+        self.rows_written = 0
+
+    async def write(self, row: PatternRow) -> None:
+        """Queue ``row``; returns once the insert holding it was acknowledged (raises StoreUnavailable)."""
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._loop is not loop or self._task.done():
+            self._loop = loop
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._flush_forever())
+        fut = loop.create_future()
+        self._queue.append((row, fut))
+        self._wakeup.set()
+        await fut
+
+    async def _flush_forever(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:self.max_rows], self._queue[self.max_rows:]
+                try:
+                    await anyio.to_thread.run_sync(self._rows.insert_rows, [row for row, _ in batch],
+                                                   limiter=self._rows._limiter)
+                except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+                    error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable("clickhouse", repr(exc))
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(error)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                self.batches += 1
+                self.rows_written += len(batch)
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def close(self) -> None:
+        """Wait for queued rows of this loop to be written, then stop the flusher."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            if self._loop is asyncio.get_running_loop():
+                pending = [fut for _, fut in self._queue]
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        except RuntimeError:
+            pass
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)

@@ -1,0 +1,1 @@
+"""Start and stop the real servers the test suite runs against (never mocks)."""
