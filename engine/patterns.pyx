@@ -14,6 +14,23 @@ from engine.symbols cimport SymbolTable
 
 from engine.emotives import average_emotives, accumulate_metadata, merge_metadata
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+
+
+cdef list _untracked_list():
+    """A new list the cycle collector never traverses.
+
+    The per-pattern tables hold one entry per pattern (names: str; emotives,
+    metadata, finalized: None or plain data owned by the table), so none of them
+    can be part of a reference cycle. Tracked, every full collection visited each
+    entry: ~40 ms per gen-2 collection at 1M patterns, the p99 of predictions.
+    Refcounting still frees everything they hold.
+    """
+    cdef list out = []
+    PyObject_GC_UnTrack(<void*>out)
+    return out
+
 
 cdef NameKey _name_key(str name) except *:
     cdef bytes raw = bytes.fromhex(name)
@@ -49,11 +66,11 @@ cdef class PatternIndex:
         self.postings.clear()
         self.starts.clear()
         self.symbol_frequency.clear()
-        self.names = []
-        self.pid_of = {}
-        self.emotives = []
-        self.metadata = []
-        self.finalized = []
+        self.names = _untracked_list()
+        self.pid_of = {}                  # str -> int: CPython keeps such dicts untracked
+        self.emotives = _untracked_list()
+        self.metadata = _untracked_list()
+        self.finalized = _untracked_list()
         self.affinity = {}
         self.total_unique_patterns = 0
         self.total_pattern_frequencies = 0

@@ -18,6 +18,7 @@ The single-symbol path (§3.9) reads the first-symbol index.
 
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdlib cimport calloc, free
 from libc.math cimport log, log2, log10, pow, sqrt, fabs
 from libcpp.vector cimport vector
@@ -89,6 +90,25 @@ cdef struct Query:
     vector[Cand] cands
 
 
+cdef extern from *:
+    """
+    #include <vector>
+    #include <cstdint>
+    // Per-thread scratch of _retrieve: one counter per pattern, all zero between
+    // calls (the caller resets exactly the entries it touched). Reused instead of
+    // a calloc per query, whose zeroing cost grows with the knowledge base (4 MB
+    // at 1M patterns) although a query touches only the patterns it shares a
+    // symbol with. Predictions run concurrently on several threads, hence
+    // thread_local.
+    static uint32_t* kato_retrieve_counts(size_t n) {
+        static thread_local std::vector<uint32_t> counts;
+        if (counts.size() < n) counts.resize(n, 0);
+        return counts.data();
+    }
+    """
+    uint32_t* kato_retrieve_counts(size_t n) nogil
+
+
 cdef bint _key_less(const NameKey& x, const NameKey& y) noexcept nogil:
     if x.hi != y.hi:
         return x.hi < y.hi
@@ -132,7 +152,7 @@ cdef void _retrieve(PatternIndex index, Query* q, score_t threshold, bint full_s
         for pid in range(<pattern_id_t>n_patterns):
             out.push_back(pid)
         return
-    cdef uint32_t* shared = <uint32_t*>calloc(n_patterns + 1, sizeof(uint32_t))
+    cdef uint32_t* shared = kato_retrieve_counts(n_patterns + 1)
     for l in range(q.local_sid.size()):
         sid = q.local_sid[l]
         if sid == 0 or sid >= index.postings.size():
@@ -147,7 +167,7 @@ cdef void _retrieve(PatternIndex index, Query* q, score_t threshold, bint full_s
         pid = touched[t]
         if token_similarity(shared[pid], index.pattern_length(pid) + lb) >= threshold:
             out.push_back(pid)
-    free(shared)
+        shared[pid] = 0
 
 
 @cython.boundscheck(False)
@@ -600,22 +620,44 @@ cdef class _Scorer:
         return snr_general(c.m, c.extras_flat)
 
     cdef object _future_key(self, Cand* c):
+        # Identity of the candidate's future for grouping (§3.7): the sequence of
+        # its events as multisets of symbols. Encoded as bytes, per event its length
+        # then its symbol ids in ascending id order; equal keys <=> equal sequences
+        # of sorted-name events (ids and names are in bijection), and only equality
+        # is used: groups keep first-seen order. None when the future is empty.
         cdef PatternIndex index = self.index
         cdef int64_t ev0 = index.ev_start[c.pid], n_ev = index.ev_start[c.pid + 1] - ev0
         if c.e2 >= n_ev:
             return None
-        cdef int64_t t = index.tok_start[c.pid], k, e
+        cdef int64_t t = index.tok_start[c.pid], k, e, n
         for k in range(c.e2):
             t += index.event_len[ev0 + k]
-        key = []
+        cdef vector[uint32_t] key
+        cdef size_t at
         for e in range(c.e2, n_ev):
-            ev = sorted([self.names[index.tokens[t + k]] for k in range(index.event_len[ev0 + e])])
-            t += index.event_len[ev0 + e]
-            key.append(tuple(ev))
-        return tuple(key)
+            n = index.event_len[ev0 + e]
+            key.push_back(<uint32_t>n)
+            at = key.size()
+            for k in range(n):
+                key.push_back(index.tokens[t + k])
+            cpp_sort(key.begin() + at, key.end())
+            t += n
+        return PyBytes_FromStringAndSize(<char*>key.data(), <Py_ssize_t>(key.size() * sizeof(uint32_t)))
 
     cdef list _future_events(self, Cand* c):
-        return self.index.events_of(c.pid)[c.e2:]
+        # events[e2:] as fresh lists of names, without building the past/present.
+        cdef PatternIndex index = self.index
+        cdef int64_t ev0 = index.ev_start[c.pid], n_ev = index.ev_start[c.pid + 1] - ev0
+        cdef int64_t t = index.tok_start[c.pid], k, e, n
+        cdef list names = self.names
+        cdef list out = []
+        for k in range(c.e2):
+            t += index.event_len[ev0 + k]
+        for e in range(c.e2, n_ev):
+            n = index.event_len[ev0 + e]
+            out.append([names[index.tokens[t + k]] for k in range(n)])
+            t += n
+        return out
 
     cdef int32_t _fuzzy(self, pattern_id_t pid) except -3:
         # engine.md §3.10: fuzzy matches of the state tokens against the pattern

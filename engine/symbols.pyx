@@ -10,13 +10,19 @@ Python's ``str`` ordering, so symbols can be ordered without the GIL.
 from libcpp.string cimport string
 from engine.types cimport symbol_id_t
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+
 
 cdef class SymbolTable:
     """Bidirectional str <-> id map; ids are never reused or removed."""
 
     def __cinit__(self):
         self._ids = {}
+        # Strings only, so never in a cycle: untracked, a full GC does not walk
+        # the whole vocabulary (see PatternIndex's per-pattern tables).
         self._names = [None]
+        PyObject_GC_UnTrack(<void*>self._names)
         self._utf8.push_back(string())
 
     def __len__(self):
