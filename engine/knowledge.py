@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from engine.config import EngineConfig
@@ -176,6 +177,11 @@ class KnowledgeBase:
             if affinity:
                 self.index.set_affinity(affinity)
         return n
+
+    def reading(self) -> AbstractContextManager[None]:
+        """Hold the knowledge base still while reading ``index`` directly (a snapshot):
+        shared with predictions, exclusive of learns, finalize and clear."""
+        return self._lock.read()
 
     def pattern(self, name: str) -> PatternRecord | None:
         """The stored pattern ``name`` (bare hash or ``PTRN|`` form), or None."""

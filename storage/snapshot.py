@@ -117,17 +117,20 @@ class KbBackup(msgspec.Struct, kw_only=True):
 
 
 def take_snapshot(kb: KnowledgeBase) -> KbSnapshot:
-    """The state of ``kb``. The caller keeps learns out meanwhile (the KB's gate)."""
-    index = kb.index
+    """The state of ``kb``, read under its lock: no learn (local or applied from
+    another process) lands half-way through."""
     patterns = []
-    for name in index.iter_names():
-        rec = index.record(name)
-        finalized = index.finalized_metrics(name)
-        patterns.append(PatternEntry(
-            name=name, pattern_data=rec["pattern_data"], frequency=rec["frequency"],
-            emotives=rec["emotives"], metadata=rec["metadata"],
-            finalized=None if finalized is None else tuple(float(v) for v in finalized)))
-    return KbSnapshot(patterns=patterns, affinity=index.affinity_table())
+    with kb.reading():
+        index = kb.index
+        for name in index.iter_names():
+            rec = index.record(name)
+            finalized = index.finalized_metrics(name)
+            patterns.append(PatternEntry(
+                name=name, pattern_data=rec["pattern_data"], frequency=rec["frequency"],
+                emotives=rec["emotives"], metadata=rec["metadata"],
+                finalized=None if finalized is None else tuple(float(v) for v in finalized)))
+        affinity = index.affinity_table()
+    return KbSnapshot(patterns=patterns, affinity=affinity)
 
 
 def load_snapshot(kb: KnowledgeBase, snapshot: KbSnapshot) -> int:
