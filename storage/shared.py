@@ -469,7 +469,7 @@ class SharedPatternStore:
             return 0
         current = int(await self.redis.run(lambda r: r.get(att.keys.gen)) or 0)
         if current > att.gen:
-            await self._catch_up(att)
+            await self._catch_up(att, until=current)
         elif current < att.gen:
             async with att.lock:
                 await self._reload(att)   # Redis lost data: serve what the stores hold
