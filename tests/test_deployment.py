@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "start.sh"
@@ -47,12 +48,45 @@ def test_every_compose_file_validates():
         assert out.returncode == 0, f"{file.name}: {out.stderr}"
 
 
+def _compose(name: str) -> dict:
+    """The file as docker-compose resolves it (anchors, extends and defaults applied)."""
+    out = subprocess.run(["docker-compose", "-f", name, "config"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return yaml.safe_load(out)
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose-multi.yml"])
+def test_compose_services_are_healthchecked_limited_rotated_and_ordered(name):
+    config = _compose(name)
+    services = config["services"]
+    assert {"redis", "clickhouse", "qdrant", "kato"} <= set(services)
+    assert {"redis-data", "clickhouse-data", "qdrant-data"} <= set(config["volumes"])
+    for sname, service in services.items():
+        assert service["networks"] == {"kato-network": None} or list(service["networks"]) == ["kato-network"], sname
+        assert service["healthcheck"]["test"], sname
+        assert service["logging"]["options"] == {"max-size": "10m", "max-file": "3"}, sname
+        limits = service["deploy"]["resources"]["limits"]
+        assert limits["cpus"] and limits["memory"], sname
+        for dep, cond in service.get("depends_on", {}).items():
+            assert cond == {"condition": "service_healthy"}, (sname, dep)
+    for store in ("redis", "clickhouse", "qdrant"):
+        assert services["kato"]["depends_on"][store] == {"condition": "service_healthy"}
+    redis = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis and "--maxmemory-policy noeviction" in redis
+    env = services["kato"]["environment"]
+    assert env["KATO_STORAGE"] == "external" and env["CLICKHOUSE_HOST"] == "clickhouse"
+    assert env["QDRANT_HOST"] == "qdrant" and env["REDIS_URL"].endswith("@redis:6379/0")
+
+
 def test_multi_compose_has_processors_behind_nginx():
-    out = subprocess.run(["docker-compose", "-f", "docker-compose-multi.yml", "config"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    for needle in ("PROCESSOR_ID: sentiment", "PROCESSOR_ID: classifier", "published: 8001",
-                   "published: 8002", "nginx", "kato-network"):
-        assert needle in out, needle
+    services = _compose("docker-compose-multi.yml")["services"]
+    by_id = {s["environment"].get("PROCESSOR_ID"): s for s in services.values() if "environment" in s}
+    assert [p["published"] for p in by_id["sentiment"]["ports"]] == [8001]
+    assert [p["published"] for p in by_id["classifier"]["ports"]] == [8002]
+    names = {by_id[p]["environment"]["SERVICE_NAME"] for p in ("sentiment", "classifier", "primary")}
+    assert len(names) == 3  # separate knowledge bases per processor
+    assert services["kato"]["deploy"]["replicas"] >= 2 and "ports" not in services["kato"]
+    assert services["nginx"]["depends_on"] == {"kato": {"condition": "service_healthy"}}
     conf = (ROOT / "deploy" / "nginx" / "kato.conf").read_text()
     assert "upstream kato_replicas" in conf and "proxy_pass http://kato_replicas" in conf
     assert "Upgrade" in conf  # /ws/events goes through the front too
@@ -87,7 +121,10 @@ def env(tmp_path):
     """Environment for the scripts: own state dir, this interpreter; every started process stopped after."""
     state = tmp_path / "instances"
     environ = {**os.environ, "KATO_STATE_DIR": str(state), "PYTHON": sys.executable}
-    for var in ("KATO_API_KEY", "KATO_LOCAL", "PROCESSOR_ID", "KATO_PORT", "KATO_DATA_DIR"):
+    # The embedded default, whatever this shell names: no server storage, no key, no fixed port.
+    for var in ("KATO_API_KEY", "KATO_LOCAL", "PROCESSOR_ID", "KATO_PORT", "KATO_DATA_DIR", "KATO_STORAGE",
+                "SERVICE_NAME", "REDIS_URL", "REDIS_ENABLED", "CLICKHOUSE_HOST", "KATO_CLICKHOUSE_CHDB_PATH",
+                "KATO_QDRANT_PATH"):
         environ.pop(var, None)
     yield environ
     subprocess.run([str(MANAGER), "--local", "stop", "--all"], env=environ, capture_output=True, timeout=60)
