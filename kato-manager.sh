@@ -259,7 +259,11 @@ cmd_restart() {
         fi
         stop_one "$id"
         load_instance "$id"
-        "$KATO_ROOT/start.sh" "${I_ARGS[@]}"
+        # The key may have come from the environment rather than --api-key: keep it.
+        (
+            if [[ -n $I_API_KEY ]]; then export KATO_API_KEY=$I_API_KEY; fi
+            "$KATO_ROOT/start.sh" "${I_ARGS[@]}"
+        )
     done
 }
 

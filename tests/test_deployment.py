@@ -25,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 START = ROOT / "start.sh"
 MANAGER = ROOT / "kato-manager.sh"
-KEY = "deploy-test-key"
+KEY_A, KEY_B = "alpha-test-key", "beta-test-key"
 
 
 def _free_port() -> int:
@@ -196,13 +196,15 @@ def test_local_processors_start_list_status_backup_restart_stop(env):
     p1, p2 = _free_port(), _free_port()
     started = run(env, START, "--local", "--id", "alpha", "--name", "Alpha", "--port", p1, "--log-level", "warning",
                   "--max-predictions", "7", "--recall-threshold", "0.25", "--persistence", "3",
-                  "--max-seq-length", "0", "--indexer-type", "VI", "--stm-mode", "CLEAR")
+                  "--max-seq-length", "0", "--indexer-type", "VI", "--stm-mode", "CLEAR", "--api-key", KEY_A)
     assert started.returncode == 0, started.stderr
     assert f"running on http://127.0.0.1:{p1}" in started.stdout
-    started = run(env, MANAGER, "--local", "start", "--id", "beta", "--name", "Beta", "--port", p2, "--api-key", KEY)
+    # beta's key comes from the environment (the documented way): restart must keep it.
+    started = run({**env, "KATO_API_KEY": KEY_B}, MANAGER, "--local", "start", "--id", "beta", "--name", "Beta",
+                  "--port", p2)
     assert started.returncode == 0, started.stderr
     alpha, beta = f"http://127.0.0.1:{p1}", f"http://127.0.0.1:{p2}"
-    auth = {"X-API-Key": KEY}
+    auth_a, auth = {"X-API-Key": KEY_A}, {"Authorization": f"Bearer {KEY_B}"}
 
     # Two processes, two ids, each answering its /{id}/ping (no key needed for pings).
     assert httpx.get(f"{alpha}/alpha/ping").json()["id"] == "alpha"
@@ -212,12 +214,14 @@ def test_local_processors_start_list_status_backup_restart_stop(env):
     assert _pid(env, "alpha") != _pid(env, "beta") and _alive(_pid(env, "alpha")) and _alive(_pid(env, "beta"))
 
     # The engine options became the processor's defaults; the key guards beta.
-    with httpx.Client(base_url=alpha) as http:
+    with httpx.Client(base_url=alpha, headers=auth_a) as http:
         sid = http.post("/sessions", json={"node_id": "n"}).json()["session_id"]
         config = http.get(f"/sessions/{sid}/config").json()["config"]
     assert (config["max_predictions"], config["recall_threshold"], config["persistence"]) == (7, 0.25, 3)
     assert httpx.get(f"{beta}/status").status_code == 401
+    assert httpx.get(f"{beta}/status", headers=auth_a).status_code == 401
     assert httpx.get(f"{beta}/status", headers=auth).status_code == 200
+    assert httpx.get(f"{alpha}/status").status_code == 401
 
     listed = run(env, MANAGER, "--local", "list")
     assert listed.returncode == 0
@@ -235,8 +239,8 @@ def test_local_processors_start_list_status_backup_restart_stop(env):
     busy = run(env, START, "--local", "--id", "gamma", "--port", p1)
     assert busy.returncode == 1 and f"port {p1} is already in use" in busy.stderr
 
-    # Backup from alpha, restore into beta (the manager sends beta's key): same predictions.
-    expected = _learn_and_predict(alpha, "shared node")
+    # Backup from alpha, restore into beta (the manager sends each one's own key): same predictions.
+    expected = _learn_and_predict(alpha, "shared node", auth_a)
     assert expected
     file = Path(env["KATO_STATE_DIR"]) / "backup.json"
     backup = run(env, MANAGER, "--local", "backup", "--id", "alpha", "--node", "shared node", "--output", file)
@@ -247,7 +251,7 @@ def test_local_processors_start_list_status_backup_restart_stop(env):
     restore = run(env, MANAGER, "--local", "restore", "--name", "Beta", "--node", "shared node", "--input", file)
     assert restore.returncode == 0, restore.stderr
     assert '"status":"restored"' in restore.stdout
-    assert _predict(beta, "shared node", auth) == _predict(alpha, "shared node") == expected
+    assert _predict(beta, "shared node", auth) == _predict(alpha, "shared node", auth_a) == expected
     conflict = run(env, MANAGER, "--local", "restore", "--id", "beta", "--node", "shared node", "--input", file)
     assert conflict.returncode == 1 and "HTTP 409" in conflict.stderr
 
