@@ -273,6 +273,10 @@ def test_local_processors_start_list_status_backup_restart_stop(env):
     assert _pid(env, "beta") != beta_pid and not _alive(beta_pid)
     assert httpx.get(f"{beta}/status").status_code == 401
     assert _predict(beta, "shared node", auth) == expected
+    shell = subprocess.run([str(MANAGER), "--local", "shell", "--id", "beta"], env={**env, "SHELL": "/bin/bash"},
+                           input='echo "url=$KATO_URL id=$KATO_ID cwd=$PWD"\n', capture_output=True, text=True,
+                           timeout=30)
+    assert f"url={beta} id=beta cwd={Path(env['KATO_STATE_DIR']) / 'beta'}" in shell.stdout, shell.stderr
     logs = run(env, MANAGER, "--local", "logs", "--id", "beta", "-n", "500")
     assert logs.returncode == 0 and "start.sh --local beta" in logs.stdout
 
