@@ -163,9 +163,28 @@ cdef void _retrieve(PatternIndex index, Query* q, score_t threshold, bint full_s
             if shared[post.pid] == 0:
                 touched.push_back(post.pid)
             shared[post.pid] += c
+    # need[T]: the least shared count whose bound similarity reaches the threshold
+    # for a total length T (T + 1: none). token_similarity is monotone in the count,
+    # so `shared >= need[T]` is exactly `token_similarity(shared, T) >= threshold`,
+    # without two divisions per touched pattern (~100k of them at 1M patterns).
+    cdef vector[int64_t] need
+    cdef int64_t total, lo, hi, mid
     for t in range(touched.size()):
         pid = touched[t]
-        if token_similarity(shared[pid], index.pattern_length(pid) + lb) >= threshold:
+        total = index.pattern_length(pid) + lb
+        if total >= <int64_t>need.size():
+            need.resize(total + 1, -1)
+        if need[total] < 0:
+            lo = 0
+            hi = total + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if token_similarity(mid, total) >= threshold:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            need[total] = lo
+        if <int64_t>shared[pid] >= need[total]:
             out.push_back(pid)
         shared[pid] = 0
 
