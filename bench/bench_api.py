@@ -125,14 +125,14 @@ def test_http_predictions_10k(benchmark, record, server):
 
 
 def _mixed_cycle(rng: random.Random, sid: str, observes: int) -> list[bytes]:
-    """One cycle of the mixed workload: observe x N, learn, predictions."""
+    """One cycle of the mixed workload: observe x N, predictions, learn (which clears the STM)."""
     events = [ev for _ in range(observes) for ev in random_stm(rng)][:observes]
     return ([_post(f"/sessions/{sid}/observe", {"strings": ev}) for ev in events]
-            + [_post(f"/sessions/{sid}/learn", {}), _get(f"/sessions/{sid}/predictions")])
+            + [_get(f"/sessions/{sid}/predictions"), _post(f"/sessions/{sid}/learn", {})])
 
 
 def test_http_mixed_10k(benchmark, record, server):
-    """The compare/loadtest workload: per session, observe x4 (corpus symbols), learn, predictions."""
+    """The compare/loadtest workload: per session, observe x4 (corpus symbols), predictions, learn."""
     rng = random.Random(23)
     observes = 4
     (sid,) = _sessions(server, "bench-10k", 1)
@@ -151,8 +151,8 @@ def test_http_mixed_10k(benchmark, record, server):
     sids = _sessions(server, "bench-10k", CONNECTIONS)
     work = [[r for _ in range(THROUGHPUT_REQUESTS // CONNECTIONS // (observes + 2))
              for r in _mixed_cycle(rng, s, observes)] for s in sids]
-    benchmark.extra_info.update(patterns=KB_PATTERNS, cycle=f"observe x{observes}, learn, predictions")
+    benchmark.extra_info.update(patterns=KB_PATTERNS, cycle=f"observe x{observes}, predictions, learn")
     elapsed, latencies = throughput(server, work)
     _report(benchmark, record, "http mixed", f"{KB_PATTERNS:,} pat",
-            f"observe x{observes} (1-5 corpus symbols), learn, predictions; {KB_PATTERNS:,}-pattern node",
+            f"observe x{observes} (1-5 corpus symbols), predictions, learn; {KB_PATTERNS:,}-pattern node",
             elapsed, latencies)
