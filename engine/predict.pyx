@@ -32,7 +32,7 @@ from engine.symbols cimport SymbolTable
 from engine.patterns cimport PatternIndex
 from engine.matching cimport Block, lcs_dp, lcs_bits, matching_blocks, matched_size
 from engine.metrics cimport (token_similarity, char_similarity, snr_general,
-                             fragmentation_term, entropies)
+                             fragmentation_term)
 
 from engine.errors import InvalidConfiguration
 from engine.fuzzy import fuzzy_matches, ratio
@@ -167,22 +167,24 @@ cdef void _retrieve(PatternIndex index, Query* q, score_t threshold, bint full_s
     # for a total length T (T + 1: none). token_similarity is monotone in the count,
     # so `shared >= need[T]` is exactly `token_similarity(shared, T) >= threshold`,
     # without two divisions per touched pattern (~100k of them at 1M patterns).
+    # Each entry is found with the exact test itself, from just below the root.
     cdef vector[int64_t] need
-    cdef int64_t total, lo, hi, mid
+    cdef int64_t total, lo
+    need.resize(256, -1)
     for t in range(touched.size()):
         pid = touched[t]
         total = index.pattern_length(pid) + lb
         if total >= <int64_t>need.size():
             need.resize(total + 1, -1)
         if need[total] < 0:
-            lo = 0
-            hi = total + 1
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if token_similarity(mid, total) >= threshold:
-                    hi = mid
-                else:
-                    lo = mid + 1
+            # Start just below the real-number root and step up with the exact test.
+            lo = <int64_t>(threshold * total / 2.0) - 2
+            if lo < 0:
+                lo = 0
+            while lo > 0 and token_similarity(lo, total) >= threshold:
+                lo -= 1
+            while lo <= total and token_similarity(lo, total) < threshold:
+                lo += 1
             need[total] = lo
         if <int64_t>shared[pid] >= need[total]:
             out.push_back(pid)
@@ -257,6 +259,105 @@ cdef bint _align(PatternIndex index, Query* q, pattern_id_t pid, score_t similar
         plen += index.event_len[ev0 + k]
     c.plen = plen
     return True
+
+
+# ------------------------------------------------------ ensemble helpers (§3.7)
+# The per-candidate sums of the ensemble metrics run over C arrays instead of
+# dicts; every float operation and its order are those of the formulas they
+# replace (left folds, symbols in first-occurrence or ascending-name order).
+
+ctypedef unordered_map[symbol_id_t, double] ProbMap
+
+
+cdef inline double _prob_get(ProbMap& prob, symbol_id_t sid) noexcept nogil:
+    """p(s) from the probability cache, 0.0 for a symbol not in it (dict.get)."""
+    cdef ProbMap.iterator it = prob.find(sid)
+    return 0.0 if it == prob.end() else cython.operator.dereference(it).second
+
+
+cdef inline bint _prob_has(ProbMap& prob, symbol_id_t sid) noexcept nogil:
+    return prob.find(sid) != prob.end()
+
+
+cdef void _count_first_seen(const symbol_id_t* toks, int64_t n,
+                            unordered_map[symbol_id_t, size_t]& at,
+                            vector[symbol_id_t]& uniq, vector[int64_t]& cnt) noexcept nogil:
+    """Distinct symbols of toks[:n] in first-occurrence order, with their counts."""
+    cdef int64_t k
+    cdef unordered_map[symbol_id_t, size_t].iterator it
+    at.clear()
+    uniq.clear()
+    cnt.clear()
+    for k in range(n):
+        it = at.find(toks[k])
+        if it == at.end():
+            at[toks[k]] = uniq.size()
+            uniq.push_back(toks[k])
+            cnt.push_back(1)
+        else:
+            cnt[cython.operator.dereference(it).second] += 1
+
+
+cdef void _name_order(SymbolTable symbols, vector[symbol_id_t]& uniq,
+                      vector[size_t]& order) noexcept nogil:
+    """Positions of ``uniq`` in ascending symbol-name order (names are distinct)."""
+    cdef size_t i, j, v
+    order.resize(uniq.size())
+    for i in range(uniq.size()):
+        order[i] = i
+    for i in range(1, order.size()):   # insertion sort: a handful of symbols
+        v = order[i]
+        j = i
+        while j > 0 and symbols.less(uniq[v], uniq[order[j - 1]]):
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = v
+
+
+cdef void _entropies(vector[symbol_id_t]& uniq, vector[int64_t]& cnt, int64_t n,
+                     ProbMap& prob, int64_t total_symbols, double* out) noexcept nogil:
+    """engine.metrics.entropies over (uniq, cnt) in that order: out[0..2]."""
+    cdef double h = 0.0, hn = 0.0, g = 0.0, p, qv, log_n = 0.0
+    cdef bint normalize = total_symbols > 1
+    cdef size_t i
+    if n == 0:
+        out[0] = 0.0
+        out[1] = 0.0
+        out[2] = 0.0
+        return
+    if normalize:
+        log_n = log(<double>total_symbols)
+    for i in range(uniq.size()):
+        p = (<double>cnt[i]) / n
+        h = h + p * log2(p)
+        if normalize:
+            hn = hn + p * (log(p) / log_n)
+            qv = _prob_get(prob, uniq[i])
+            if qv > 0:
+                g = g + qv * (log(qv) / log_n)
+    # "+ 0.0" turns a negated zero into +0.0 and changes no other value.
+    out[0] = -h + 0.0
+    out[1] = (-hn + 0.0) if normalize else 0.0
+    out[2] = (-g + 0.0) if normalize else 0.0
+
+
+cdef double _tfidf(vector[symbol_id_t]& uniq, vector[int64_t]& cnt, int64_t x_len,
+                   ProbMap& prob, int64_t U) noexcept nogil:
+    """tfidf_score (§3.7) over (uniq, cnt) in first-occurrence order."""
+    cdef double tf_sum = 0.0
+    cdef int64_t n_s
+    cdef size_t i
+    if uniq.size() == 0 or U == 0:
+        return 0.0
+    for i in range(uniq.size()):
+        if _prob_has(prob, uniq[i]):
+            n_s = <int64_t>(_prob_get(prob, uniq[i]) * <double>U)
+            if n_s < 1:
+                n_s = 1
+        else:
+            n_s = 1
+        tf_sum = tf_sum + ((<double>cnt[i]) / x_len) * (log2((<double>U) / n_s) + 1)
+    return tf_sum / <double>uniq.size()
 
 
 # ------------------------------------------------------------------ the query
@@ -430,13 +531,6 @@ cdef class _Scorer:
                     return False
         return True
 
-    cdef list _present_tokens(self, Cand* c):
-        cdef PatternIndex index = self.index
-        cdef int64_t ev0 = index.ev_start[c.pid], t = index.tok_start[c.pid], k
-        for k in range(c.e1):
-            t += index.event_len[ev0 + k]
-        return [index.tokens[t + k] for k in range(c.plen)]
-
     cdef list matches_of(self, Cand* c):
         """matches of §3.4: state tokens of every block (symbol names)."""
         cdef list out = []
@@ -472,24 +566,32 @@ cdef class _Scorer:
         # Symbol probability cache (§3.7): every symbol of matches and missing of every
         # kept candidate. matches ∪ missing = the present symbols, plus, with fuzzy
         # matching, the matched state tokens (which need not be in the pattern).
-        cdef dict prob = {}
-        cdef list present_tokens = []
+        cdef ProbMap prob
+        cdef int64_t Uc = index.total_unique_patterns
+        cdef vector[int64_t] pres_off        # kept position -> offset of its present tokens
         cdef list match_lists = []
+        cdef const symbol_id_t* ptoks
+        cdef int64_t off, k
+        cdef symbol_id_t psid
         for t in kept:
             c = &q.cands[t]
-            pres = self._present_tokens(c)
-            present_tokens.append(pres)
+            off = index.tok_start[c.pid]
+            for k in range(c.e1):
+                off += index.event_len[index.ev_start[c.pid] + k]
+            pres_off.push_back(off)
+            ptoks = index.tokens.data() + off
             found = self.fuzzy_by_pid.get(c.pid)
             matches = found[0] if found is not None else self.matches_of(c)
             match_lists.append(matches)
-            for sid in pres:
-                if sid not in prob:
-                    prob[sid] = index.pmf(sid) / U if U else 0.0
+            for k in range(c.plen):
+                psid = ptoks[k]
+                if not _prob_has(prob, psid):
+                    prob[psid] = (<double>index.pmf(psid)) / Uc if Uc else 0.0
             if found is not None:
                 for s in matches:
-                    sid = index.symbols.find(s)
-                    if sid != 0 and sid not in prob:
-                        prob[sid] = index.pmf(sid) / U if U else 0.0
+                    psid = index.symbols.find(s)
+                    if psid != 0 and not _prob_has(prob, psid):
+                        prob[psid] = (<double>index.pmf(psid)) / Uc if Uc else 0.0
         ensemble_freq = 0
         for t in kept:
             ensemble_freq += q.cands[t].frequency
@@ -502,7 +604,7 @@ cdef class _Scorer:
         state_syms = self._sorted_symbols(state_counts)
         cdef double sv_sq = 0.0, x
         for sid in state_syms:
-            x = prob.get(sid, 0.0) * state_counts[sid]
+            x = _prob_get(prob, <symbol_id_t>sid) * state_counts[sid]
             sv_sq = sv_sq + x * x
         cdef double sv_norm = sqrt(sv_sq)
         # Predictive-information groups over non-empty futures, first-seen order.
@@ -529,29 +631,38 @@ cdef class _Scorer:
             bayes_total = bayes_total + c.similarity * (c.frequency / ensemble_freq)
         affinity = self.config.affinity_emotive
         cdef double dot, pv_sq, cos, distance, denom, peh, log_sum, qv
+        cdef double ent[3]
+        cdef unordered_map[symbol_id_t, size_t] at
+        cdef vector[symbol_id_t] uniq
+        cdef vector[int64_t] cnt
+        cdef vector[size_t] order
+        cdef size_t i
+        cdef unordered_map[symbol_id_t, int32_t].iterator lit
         for pos, t in enumerate(kept):
             c = &q.cands[t]
-            pres = present_tokens[pos]
             freq = c.frequency
-            pres_counts = {}
-            for sid in pres:
-                pres_counts[sid] = pres_counts.get(sid, 0) + 1
+            ptoks = index.tokens.data() + pres_off[pos]
+            _count_first_seen(ptoks, c.plen, at, uniq, cnt)
+            _name_order(index.symbols, uniq, order)
             dot = 0.0
             pv_sq = 0.0
-            for sid in self._sorted_symbols(pres_counts):
-                x = prob.get(sid, 0.0) * pres_counts[sid]
+            for i in range(order.size()):
+                psid = uniq[order[i]]
+                x = _prob_get(prob, psid) * <double>cnt[order[i]]
                 pv_sq = pv_sq + x * x
-                if sid in state_counts:
-                    dot = dot + x * (prob.get(sid, 0.0) * state_counts[sid])
+                lit = q.local_of.find(psid)
+                if lit != q.local_of.end():
+                    dot = dot + x * (_prob_get(prob, psid)
+                                     * <double>q.local_count[cython.operator.dereference(lit).second])
             denom = sqrt(pv_sq) * sv_norm
             cos = dot / denom if denom != 0 else 0.0
             distance = 1.0 if sv_norm == 0 else 1 - cos
             itfdf = 1 - (distance * freq / ensemble_freq) if ensemble_freq else 0.0
             peh = freq / F if F else 0.0
-            if pres:
+            if c.plen:
                 log_sum = 0.0
-                for sid in pres:
-                    qv = prob.get(sid, 0.0)
+                for k in range(c.plen):
+                    qv = _prob_get(prob, ptoks[k])
                     log_sum = log_sum + log10(qv if qv > 0 else 1e-10)
                 confluence = peh * (1 - pow(10.0, log_sum))
             else:
@@ -559,29 +670,12 @@ cdef class _Scorer:
             fin = index.finalized[c.pid]
             if fin is not None:
                 entropy, normalized, global_normalized = fin
-                x_counts = {}
-                toks = index.pattern_tokens(c.pid)
-                for k in range(c.length):
-                    x_counts[toks[k]] = x_counts.get(toks[k], 0) + 1
-                x_len = c.length
+                _count_first_seen(index.pattern_tokens(c.pid), c.length, at, uniq, cnt)
+                tfidf = _tfidf(uniq, cnt, c.length, prob, Uc)
             else:
-                x_counts = pres_counts
-                x_len = len(pres)
-                entropy, normalized, global_normalized = entropies(
-                    x_counts, x_len, prob, total_symbols)
-            if x_counts and U:
-                tf_sum = 0.0
-                for sid, cnt in x_counts.items():
-                    if sid in prob:
-                        n_s = int(prob[sid] * U)
-                        if n_s < 1:
-                            n_s = 1
-                    else:
-                        n_s = 1
-                    tf_sum = tf_sum + (cnt / x_len) * (log2(U / n_s) + 1)
-                tfidf = tf_sum / len(x_counts)
-            else:
-                tfidf = 0.0
+                _entropies(uniq, cnt, c.plen, prob, total_symbols, ent)
+                entropy, normalized, global_normalized = ent[0], ent[1], ent[2]
+                tfidf = _tfidf(uniq, cnt, c.plen, prob, Uc)
             probability = freq / ensemble_freq
             strength = c.similarity * probability
             g = group_of[pos]
@@ -609,6 +703,7 @@ cdef class _Scorer:
             co = c.value[K_CONFIDENCE]
             sn = c.value[K_SNR]
             if affinity is not None:
+                pres = [ptoks[k] for k in range(c.plen)]
                 ws, we, wc, wsnr = self._weighted(match_lists[pos], pres, c)
                 c.value[K_WEIGHTED_SIMILARITY] = ws
                 c.value[K_WEIGHTED_EVIDENCE] = we
