@@ -121,6 +121,15 @@ cdef bint _cand_name_less(const Cand& x, const Cand& y) noexcept nogil:
     return _key_less(x.key, y.key)
 
 
+cdef struct PreRank:
+    double value                     # pre-potential of top-K pruning (§3.7)
+    size_t t                         # position in Query.cands (name order)
+
+
+cdef bint _pre_greater(const PreRank& x, const PreRank& y) noexcept nogil:
+    return x.value > y.value
+
+
 # -------------------------------------------------------------- retrieval/align
 
 @cython.boundscheck(False)
@@ -550,14 +559,24 @@ cdef class _Scorer:
         cdef int64_t max_predictions = self.config.max_predictions
         cdef Cand* c
         cdef list kept
-        cdef list pre = []
+        cdef vector[PreRank] pre
+        cdef PreRank pr
+        cdef vector[size_t] top
         if <int64_t>n > 3 * max_predictions:
+            # Keep the 3·max_predictions best by the pre-potential; ties keep name
+            # order (a stable descending sort, as sorted(reverse=True) does).
+            pre.reserve(n)
             for t in range(n):
                 c = &q.cands[t]
-                pre.append((self._evidence(c) + self._confidence(c)) * self._snr(c)
-                           + fragmentation_term(c.nb))
-            ordered = sorted(range(n), key=pre.__getitem__, reverse=True)
-            kept = sorted(ordered[:3 * max_predictions])
+                pr.value = ((self._evidence(c) + self._confidence(c)) * self._snr(c)
+                            + fragmentation_term(c.nb))
+                pr.t = t
+                pre.push_back(pr)
+            stable_sort(pre.begin(), pre.end(), _pre_greater)
+            for t in range(<size_t>(3 * max_predictions)):
+                top.push_back(pre[t].t)
+            cpp_sort(top.begin(), top.end())
+            kept = [t for t in top]
         else:
             kept = list(range(n))
         U = index.total_unique_patterns
@@ -566,6 +585,7 @@ cdef class _Scorer:
         # Symbol probability cache (§3.7): every symbol of matches and missing of every
         # kept candidate. matches ∪ missing = the present symbols, plus, with fuzzy
         # matching, the matched state tokens (which need not be in the pattern).
+        cdef bint weighted = self.config.affinity_emotive is not None
         cdef ProbMap prob
         cdef int64_t Uc = index.total_unique_patterns
         cdef vector[int64_t] pres_off        # kept position -> offset of its present tokens
@@ -581,7 +601,12 @@ cdef class _Scorer:
             pres_off.push_back(off)
             ptoks = index.tokens.data() + off
             found = self.fuzzy_by_pid.get(c.pid)
-            matches = found[0] if found is not None else self.matches_of(c)
+            # Exact matches are needed here only by the weighted metrics; otherwise
+            # build() makes them for the (at most max_predictions) ranked ones.
+            if found is not None:
+                matches = found[0]
+            else:
+                matches = self.matches_of(c) if weighted else None
             match_lists.append(matches)
             for k in range(c.plen):
                 psid = ptoks[k]
@@ -813,6 +838,8 @@ cdef class _Scorer:
             events = self.index.events_of(c.pid)
             present = events[c.e1:c.e2]
             matches = match_lists[pos_of[t]]
+            if matches is None:
+                matches = self.matches_of(c)
             match_set = set(matches)
             pres_set = {s for ev in present for s in ev}
             found = self.fuzzy_by_pid.get(c.pid)
