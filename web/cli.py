@@ -54,10 +54,28 @@ def main(argv: list[str] | None = None) -> int:
                                        port=args.port or settings.port)
     from web.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1,
+    app = create_app(settings)
+    app.on_startup.append(_freeze_startup_heap)  # runs after the lifespan opened the stores
+    uvicorn.run(app, host=settings.host, port=settings.port, workers=1,
                 log_config=uvicorn_log_config(settings.log_level, settings.log_format),
                 access_log=False, timeout_graceful_shutdown=10)
     return 0
+
+
+def _freeze_startup_heap(app: object) -> None:
+    """Move everything alive at start-up out of the cycle collector's reach.
+
+    After the stores are open the process holds ~140k GC-tracked objects (Litestar,
+    qdrant-client, numpy, …) that live as long as it does; every full collection
+    walked them all, ~85 ms with the event loop stopped — the p99 of the mixed HTTP
+    workload. ``gc.freeze()`` moves them to the permanent generation: they are
+    never collected as cycles (refcounting still frees them), and collections
+    only scan what requests allocate.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _backup_command(args: argparse.Namespace) -> int:
