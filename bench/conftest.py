@@ -21,6 +21,7 @@ from bench.corpus import build_kb, rss_bytes
 _KBS: dict[int, object] = {}
 _BUILDS: list[tuple[int, float, int]] = []
 _SUMMARY: list[tuple[str, str, float, float, float]] = []
+_FIGURES: list[tuple[str, str, str]] = []   # (what, size, figure) of one-shot measurements
 
 
 def pytest_addoption(parser):
@@ -72,6 +73,16 @@ def record(benchmark):
     return done
 
 
+@pytest.fixture
+def report():
+    """``report(what, size, figure)``: a one-shot figure for the "server storage" summary."""
+
+    def add(what: str, size: str, figure: str) -> None:
+        _FIGURES.append((what, size, figure))
+
+    return add
+
+
 def _time(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f}us"
 
@@ -83,6 +94,10 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"{'metric':<30}{'size':>14}{'median':>14}{'p99':>14}{'ops/s':>14}")
         for label, size, median, p99, ops in _SUMMARY:
             tr.write_line(f"{label:<30}{size:>14}{_time(median):>14}{_time(p99):>14}{ops:>14,.0f}")
+    if _FIGURES:
+        tr.section("server storage (ClickHouse + Redis)")
+        for what, size, figure in _FIGURES:
+            tr.write_line(f"{what:<52}{size:>12}  {figure}")
     if _BUILDS:
         tr.section("knowledge bases built")
         tr.write_line(f"{'patterns':>12}{'build':>12}{'RSS delta':>14}{'per 100k':>14}")

@@ -89,14 +89,28 @@ def _permutations() -> tuple[numpy.ndarray, numpy.ndarray]:
 _PERM_A, _PERM_B = _permutations()
 
 
+# symbol -> its 100 permuted hash values: symbols recur across patterns, and the
+# signature of a pattern is the element-wise minimum over its distinct symbols.
+_PERMUTED: dict[str, numpy.ndarray] = {}
+_PERMUTED_MAX = 65_536
+
+
+def _permuted(symbol: str) -> numpy.ndarray:
+    values = _PERMUTED.get(symbol)
+    if values is None:
+        if len(_PERMUTED) >= _PERMUTED_MAX:
+            _PERMUTED.clear()
+        hv = numpy.uint64(struct.unpack("<I", hashlib.sha1(symbol.encode("utf-8")).digest()[:4])[0])
+        with numpy.errstate(over="ignore"):  # uint64 products wrap, exactly as datasketch's do
+            values = _PERMUTED[symbol] = numpy.bitwise_and((_PERM_A * hv + _PERM_B) % _MERSENNE, _MAX_HASH)
+    return values
+
+
 def minhash_signature(symbols: Sequence[str]) -> list[int]:
     """The 100 values of a datasketch ``MinHash(num_perm=100, seed=1)`` updated with each symbol's UTF-8."""
-    values = numpy.full(_NUM_PERM, _MAX_HASH, dtype=numpy.uint64)
-    with numpy.errstate(over="ignore"):
-        for sym in symbols:
-            hv = numpy.uint64(struct.unpack("<I", hashlib.sha1(sym.encode("utf-8")).digest()[:4])[0])
-            values = numpy.minimum(numpy.bitwise_and((_PERM_A * hv + _PERM_B) % _MERSENNE, _MAX_HASH), values)
-    return [int(v) for v in values]
+    if not symbols:
+        return [int(_MAX_HASH)] * _NUM_PERM
+    return numpy.minimum.reduce([_permuted(sym) for sym in set(symbols)]).tolist()
 
 
 def lsh_bands(signature: Sequence[int]) -> list[int]:
@@ -171,7 +185,12 @@ class ClickHouseRows:
     # --------------------------------------------------------------- writes
 
     def insert_rows(self, rows: list[PatternRow]) -> None:
-        """One synchronous column-oriented insert of ``rows`` (worker thread)."""
+        """One synchronous column-oriented insert of ``rows`` (worker thread).
+
+        A row may also be given as ``(kb_id, name, events)``: its filter columns are
+        computed here, on the insert's thread, not on the event loop.
+        """
+        rows = [pattern_row(*row) if len(row) == 3 else row for row in rows]
         columns = [list(col) for col in zip(*rows)]
         self._call(lambda client: client.insert(self.table, columns, column_names=COLUMNS, column_oriented=True,
                                                 settings={"async_insert": 0}))
@@ -242,7 +261,8 @@ class RowWriter:
         self.rows_written = 0
 
     async def write(self, row: PatternRow) -> None:
-        """Queue ``row``; returns once the insert holding it was acknowledged (raises StoreUnavailable)."""
+        """Queue ``row`` (or ``(kb_id, name, events)``); returns once the insert holding it was
+        acknowledged (raises StoreUnavailable)."""
         loop = asyncio.get_running_loop()
         if self._task is None or self._loop is not loop or self._task.done():
             self._loop = loop

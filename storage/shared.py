@@ -95,11 +95,15 @@ _change_decoder = msgspec.msgpack.Decoder(Change)
 
 # KEYS: 1 frequency 2 emotives 3 metadata 4 kbgen 5 stream 6 patterns 7 symbols:freq 8 symbols:pmf
 #       9 total_symbols 10 total_pattern_frequencies 11 total_unique 12 kbclear 13 kbepoch
-#       14 affinity_order, then n symbol_to_patterns keys, then (with emotives) n affinity keys
+#       14 affinity_order 15 the row claim (deleted when ARGV[16] owns it). Per-symbol keys
+#       ({kb_id}:symbol_to_patterns:s, {kb_id}:affinity:s) are built here from ARGV[15],
+#       the KB prefix: a learn touches dozens of them and
+#       passing each one would double what every learn sends (standalone Redis; not Cluster).
 # ARGV: 1 name 2 length 3 persistence 4 row epoch ('' = no row written by the caller)
 #       5 new-pattern emotives JSON 6 number of new emotive entries 7 new-pattern metadata JSON
 #       8 expected stored metadata ('' = unknown) 9 merged metadata JSON 10 has metadata (1/0)
-#       11 change payload 12 stream maxlen 13 n symbols 14 m averaged emotives,
+#       11 change payload 12 stream maxlen 13 n symbols 14 m averaged emotives 15 KB key prefix
+#       16 claim token ('' = none),
 #       then n (symbol, count) pairs, then the new emotive entries (JSON each), then m (key, value) pairs
 _LEARN = r"""
 local function split_top(s)
@@ -122,6 +126,7 @@ end
 if redis.call('EXISTS', KEYS[12]) == 1 then return {'clearing'} end
 local name, length, persistence = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local n, m, n_emo = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[6])
+local prefix = ARGV[15]
 local freq = redis.call('GET', KEYS[1])
 local is_new = not freq
 if is_new then
@@ -132,7 +137,6 @@ elseif ARGV[10] == '1' then
   if ARGV[8] ~= current then return {'meta', current} end
 end
 local gen = redis.call('INCR', KEYS[4])
-local a = 15
 if is_new then
   freq = 1
   redis.call('SET', KEYS[1], 1)
@@ -145,7 +149,7 @@ else
   freq = redis.call('INCR', KEYS[1])
   if n_emo > 0 or ARGV[10] == '1' then
     local entries = split_top(redis.call('GET', KEYS[2]) or '[]')
-    for i = 1, n_emo do entries[#entries + 1] = ARGV[14 + 2 * n + i] end
+    for i = 1, n_emo do entries[#entries + 1] = ARGV[16 + 2 * n + i] end
     local first = math.max(1, #entries - persistence + 1)
     local kept = {}
     for i = first, #entries do kept[#kept + 1] = entries[i] end
@@ -154,17 +158,18 @@ else
   end
 end
 for i = 1, n do
-  local sym, count = ARGV[13 + 2 * i], ARGV[14 + 2 * i]
+  local sym, count = ARGV[15 + 2 * i], ARGV[16 + 2 * i]
   redis.call('HINCRBY', KEYS[7], sym, count)
-  redis.call('SADD', KEYS[14 + i], name)
+  redis.call('SADD', prefix .. 'symbol_to_patterns:' .. sym, name)
   if is_new then redis.call('HINCRBY', KEYS[8], sym, 1) end
 end
 redis.call('INCRBY', KEYS[9], length)
 if m > 0 then
-  local base = 14 + 2 * n + n_emo
+  local base = 16 + 2 * n + n_emo
   for i = 1, n do
-    local key = KEYS[14 + n + i]
-    if redis.call('EXISTS', key) == 0 then redis.call('RPUSH', KEYS[14], ARGV[13 + 2 * i]) end
+    local sym = ARGV[15 + 2 * i]
+    local key = prefix .. 'affinity:' .. sym
+    if redis.call('EXISTS', key) == 0 then redis.call('RPUSH', KEYS[14], sym) end
     for j = 1, m do
       local field = ARGV[base + 2 * j - 1]
       local old = tonumber(redis.call('HGET', key, field) or '0')
@@ -173,6 +178,7 @@ if m > 0 then
   end
 end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], gen .. '-0', 'c', ARGV[11])
+if ARGV[16] ~= '' and redis.call('GET', KEYS[15]) == ARGV[16] then redis.call('DEL', KEYS[15]) end
 return {'ok', freq, gen}
 """
 
@@ -220,6 +226,9 @@ return {'ok', gen}
 """
 
 # KEYS: 1 kbgen 2 patterns 3 affinity_order 4 finalized-gen; ARGV: 1 key prefix
+# Compact reply (a 100k-pattern KB must not become 300k reply items): names joined by
+# newlines, frequencies by commas, and only the non-empty emotive windows / metadata
+# and the finalize results as (index, value...) lists.
 _SNAPSHOT = r"""
 local p = ARGV[1]
 local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -228,13 +237,15 @@ local freqs, emos, metas, fins = {}, {}, {}, {}
 local finalized = redis.call('EXISTS', KEYS[4]) == 1
 for i, name in ipairs(names) do
   freqs[i] = redis.call('GET', p .. 'frequency:' .. name) or '1'
-  emos[i] = redis.call('GET', p .. 'emotives:' .. name) or '[]'
-  metas[i] = redis.call('GET', p .. 'metadata:' .. name) or '{}'
+  local e = redis.call('GET', p .. 'emotives:' .. name)
+  if e and e ~= '[]' then emos[#emos + 1] = i; emos[#emos + 1] = e end
+  local m = redis.call('GET', p .. 'metadata:' .. name)
+  if m and m ~= '{}' then metas[#metas + 1] = i; metas[#metas + 1] = m end
   if finalized then
-    local e = redis.call('GET', p .. 'entropy:' .. name)
-    if e then
-      fins[#fins + 1] = name
-      fins[#fins + 1] = e
+    local en = redis.call('GET', p .. 'entropy:' .. name)
+    if en then
+      fins[#fins + 1] = i
+      fins[#fins + 1] = en
       fins[#fins + 1] = redis.call('GET', p .. 'normalized_entropy:' .. name) or '0'
       fins[#fins + 1] = redis.call('GET', p .. 'global_normalized_entropy:' .. name) or '0'
     end
@@ -243,7 +254,7 @@ end
 local symbols = redis.call('LRANGE', KEYS[3], 0, -1)
 local aff = {}
 for i, sym in ipairs(symbols) do aff[i] = redis.call('HGETALL', p .. 'affinity:' .. sym) end
-return {gen, names, freqs, emos, metas, fins, symbols, aff}
+return {gen, table.concat(names, '\n'), table.concat(freqs, ','), emos, metas, fins, symbols, aff}
 """
 
 
@@ -363,6 +374,12 @@ class SharedPatternStore:
         self._follower: asyncio.Task | None = None
         self._follow_wakeup: asyncio.Event | None = None
         self._apply_limiter = anyio.CapacityLimiter(8)
+        self._closing = False
+        self._token_prefix = uuid.uuid4().hex + ":"
+        self._pending: list[tuple[str, list[str], list[Any], asyncio.Future]] = []
+        self._sender: asyncio.Task | None = None
+        self._sender_loop: asyncio.AbstractEventLoop | None = None
+        self._tokens = 0
         self._scripts: dict[str, Any] = {}
         self.reloads = 0
 
@@ -376,7 +393,46 @@ class SharedPatternStore:
         return cached[1]
 
     async def _eval(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self.redis.run(lambda r: self._script(source)(keys=list(keys), args=list(args)))
+        """Run a script; calls queued by concurrent learns go to Redis in one pipeline."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((source, list(keys), list(args), fut))
+        if self._sender is None or self._sender.done() or self._sender_loop is not loop:
+            self._sender_loop = loop
+            self._sender = loop.create_task(self._send_pending())
+        return await fut
+
+    async def _send_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:512], self._pending[512:]
+
+            async def run(r: Any) -> list[Any]:
+                pipe = r.pipeline(transaction=False)
+                for source, keys, args, _ in batch:
+                    await self._script(source)(keys=keys, args=args, client=pipe)  # queues it
+                return await pipe.execute(raise_on_error=False)
+
+            try:
+                results = await self.redis.run(run)
+            except BaseException as exc:  # noqa: BLE001 - every caller must hear about it
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (*_, fut), result in zip(batch, results):
+                if fut.done():
+                    continue
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+    def _token(self) -> str:
+        """A claim token unique across processes (process-random prefix + counter)."""
+        self._tokens += 1
+        return f"{self._token_prefix}{self._tokens}"
 
     def _blocking(self, kb: SharedKnowledgeBase, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the store's event loop from an engine worker thread and wait."""
@@ -429,22 +485,24 @@ class SharedPatternStore:
 
     async def _snapshot(self, kb_id: str) -> _Snapshot:
         keys = _Keys(kb_id)
-        gen, names, freqs, emos, metas, fins, symbols, aff = await self._eval(
+        gen, joined, freqs, emos, metas, fins, symbols, aff = await self._eval(
             _SNAPSHOT, [keys.gen, keys.patterns, keys.affinity_order, keys.finalized], [keys.prefix])
-        names = [n.decode() for n in names]
+        names = joined.decode().split("\n") if joined else []
         events = await self.rows.events(kb_id) if names else {}
+        emotives = {int(emos[i]) - 1: json.loads(emos[i + 1]) for i in range(0, len(emos), 2)}
+        metadata = {int(metas[i]) - 1: json.loads(metas[i + 1]) for i in range(0, len(metas), 2)}
         records = []
-        for i, name in enumerate(names):
+        for i, (name, freq) in enumerate(zip(names, freqs.split(b","))):
             pattern = events.get(name)
             if pattern is None:
                 # Rows are inserted before the learn commits, so this means ClickHouse lost data.
                 raise StoreUnavailable("clickhouse", f"row of pattern {name} of {kb_id} is missing")
-            records.append({"name": name, "pattern_data": pattern, "frequency": int(freqs[i]),
-                            "emotives": json.loads(emos[i]), "metadata": json.loads(metas[i])})
+            records.append({"name": name, "pattern_data": pattern, "frequency": int(freq),
+                            "emotives": emotives.get(i, []), "metadata": metadata.get(i, {})})
         affinity: dict[str, dict[str, float]] = {}
         for sym, flat in zip(symbols, aff):
             affinity[sym.decode()] = {flat[j].decode(): float(flat[j + 1]) for j in range(0, len(flat), 2)}
-        finalized = {fins[i].decode(): (float(fins[i + 1]), float(fins[i + 2]), float(fins[i + 3]))
+        finalized = {names[int(fins[i]) - 1]: (float(fins[i + 1]), float(fins[i + 2]), float(fins[i + 3]))
                      for i in range(0, len(fins), 4)}
         return _Snapshot(generation=int(gen), names=names, records=records, affinity=affinity,
                          finalized=finalized)
@@ -515,7 +573,7 @@ class SharedPatternStore:
     async def _follow(self) -> None:
         conn = self.redis.dedicated(socket_timeout=FOLLOW_BLOCK_MS / 1000.0 + 5.0)
         try:
-            while True:
+            while not self._closing:
                 atts = list(self._attached.values())
                 if not atts:
                     assert self._follow_wakeup is not None
@@ -529,6 +587,9 @@ class SharedPatternStore:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 - Redis down: try again shortly, never die
+                    # redis-py may report a cancelled read as a connection error: stop then.
+                    if self._closing or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                        raise asyncio.CancelledError() from None
                     await asyncio.sleep(0.5)
                     continue
                 for stream, _ in ready or []:
@@ -563,7 +624,7 @@ class SharedPatternStore:
         claims: dict[str, tuple[str, str]] = {}
 
         async def claim(record: LearnedPattern) -> None:
-            token = uuid.uuid4().hex
+            token = self._token()
             epoch = await self._claim_row(keys, record, token)
             if epoch is not None:
                 claims[record.name] = (token, epoch)
@@ -597,7 +658,7 @@ class SharedPatternStore:
                 return None
             if kind == "won":
                 try:
-                    await self.rows.writer.write(pattern_row(keys.kb_id, record.name, record.events))
+                    await self.rows.writer.write((keys.kb_id, record.name, record.events))
                 except BaseException:
                     await self._release(claim_key, token)
                     raise
@@ -628,10 +689,7 @@ class SharedPatternStore:
                     keys.stream, keys.patterns, keys.of("symbols", "freq"), keys.of("symbols", "pmf"),
                     keys.of("global", "total_symbols_in_patterns_frequencies"),
                     keys.of("global", "total_pattern_frequencies"), keys.of("global", "total_unique_patterns"),
-                    keys.clear, keys.epoch, keys.affinity_order]
-        key_list += [keys.of("symbol_to_patterns", s) for s in symbols]
-        if averaged:
-            key_list += [keys.of("affinity", s) for s in symbols]
+                    keys.clear, keys.epoch, keys.affinity_order, keys.of("claim", name)]
         tail: list[Any] = []
         for sym in symbols:
             tail += [sym, counts[sym]]
@@ -642,13 +700,21 @@ class SharedPatternStore:
         claim_token: str | None = None
         deadline = time.monotonic() + WAIT_TIMEOUT
         try:
+            if not known and not row_epoch:
+                # Probably new to the knowledge base: write its row before committing.
+                claim_token = self._token()
+                epoch = await self._claim_row(keys, record, claim_token)
+                if epoch is None:
+                    claim_token = None
+                row_epoch = epoch or ""
             while True:
                 args = [name, length, persistence, row_epoch, new_emotives, len(entries), _dumps(accumulated),
                         expected_meta, merged_meta, 1 if record.metadata else 0, payload, self.stream_maxlen,
-                        len(symbols), len(averaged), *tail]
+                        len(symbols), len(averaged), keys.prefix, claim_token or "", *tail]
                 status = await self._eval(_LEARN, key_list, args)
                 kind = status[0].decode()
                 if kind == "ok":
+                    claim_token = None   # released by the script
                     return int(status[1]), int(status[2])
                 if kind == "meta":
                     expected_meta = status[1].decode()
@@ -657,7 +723,7 @@ class SharedPatternStore:
                 if kind == "need_row":
                     if claim_token is not None:
                         await self._release(keys.of("claim", name), claim_token)
-                    claim_token = uuid.uuid4().hex
+                    claim_token = self._token()
                     epoch = await self._claim_row(keys, record, claim_token)
                     if epoch is None:
                         claim_token = None
@@ -839,12 +905,15 @@ class SharedPatternStore:
 
     async def close(self) -> None:
         """Stop following, flush queued rows, close the clients."""
+        self._closing = True
         follower, self._follower = self._follower, None
         if follower is not None:
             follower.cancel()
+            if self._follow_wakeup is not None:
+                self._follow_wakeup.set()
             try:
-                await follower
-            except (asyncio.CancelledError, RuntimeError):
+                await asyncio.wait_for(follower, FOLLOW_BLOCK_MS / 1000.0 + 5.0)
+            except (asyncio.CancelledError, RuntimeError, TimeoutError):
                 pass
         for att in self._attached.values():
             att.kb.attached = None

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 from litestar import Litestar
 
 from storage import StoreUnavailable, open_stores
@@ -19,6 +20,8 @@ from web.settings import Settings
 __all__ = ["lifespan"]
 
 log = logging.getLogger("kato.web")
+
+SHARED_STORE_THREADS = 256
 
 
 async def _sample_forever(rt: Runtime) -> None:
@@ -43,6 +46,11 @@ def lifespan(settings: Settings):
             except StoreUnavailable as exc:  # keep serving: /health reports it, requests answer 503
                 log.warning("pattern store not ready at start", extra={"backend": exc.backend, "reason": exc.reason})
         rt = Runtime(settings, stores)
+        if rt.kbs.shared:
+            # A learn holds its worker thread while its ClickHouse batch and Redis commit
+            # complete; more threads mean more learns per batch (storage/shared.py).
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.total_tokens = max(limiter.total_tokens, SHARED_STORE_THREADS)
         sessions = SessionService(rt)
         app.state.kato = rt
         app.state.session_service = sessions

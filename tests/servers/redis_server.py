@@ -1,8 +1,9 @@
 """Run a real ``redis-server`` (Debian's package) on a free 127.0.0.1 port.
 
 The server keeps an append-only file in its own directory (``appendfsync
-always``), so stopping and starting it again on the same directory — what the
-outage tests do — keeps every write acknowledged before the stop. A missing
+always`` by default), so stopping and starting it again on the same directory —
+what the outage tests do — keeps every write acknowledged before the stop. The
+benchmarks pass ``fsync="everysec"``, the setting of docker-compose.yml. A missing
 ``redis-server`` binary is an error (scripts/test.sh installs it), never a skip.
 """
 
@@ -27,7 +28,7 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server child process; ``url`` is its ``redis://`` address."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, fsync: str = "always") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (scripts/test.sh installs it: apt-get install redis-server)")
@@ -36,6 +37,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.fsync = fsync
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -44,7 +46,7 @@ class RedisServer:
         log = open(self.directory / "redis.log", "ab")
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "yes",
+             "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--protected-mode", "yes",
              "--maxmemory-policy", "noeviction", "--daemonize", "no", "--loglevel", "warning"],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -1,0 +1,130 @@
+"""Server storage: learn throughput into ClickHouse + Redis, and cold open of 100k patterns.
+
+Runs against real components: a redis-server started by tests/servers/ (append-only
+file, ``appendfsync everysec`` as in docker-compose.yml) and the real ClickHouse
+engine in process (chdb), so the figures include ClickHouse's own insert and scan
+costs but no network. Printed under "server storage" at the end:
+
+* **learn** — the service's path: 256 worker threads (the service's thread pool
+  size with server storage) each call the engine's learn
+  on a ``SharedKnowledgeBase`` (what ``POST /learn`` runs), every learn a new
+  pattern, so each one claims, waits for its row's batched ClickHouse insert,
+  commits in Redis and is applied in stream order before it returns;
+* **bulk append** — ``PatternStore.append`` of 1,000-pattern chunks (import path),
+  used to fill the store to 100k;
+* **cold open** — a fresh store instance rebuilding the 100k-pattern knowledge
+  base (Redis snapshot + ClickHouse scan + index load), as a process does on the
+  first request for a knowledge base. Target: under 10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from bench.corpus import Progress, random_patterns
+from engine import KnowledgeBase, LearnedPattern
+from engine.observation import pattern_hash
+
+COLD_OPEN = 100_000
+LEARNERS = 256
+LEARNS = 10_000
+
+
+def _records(n: int, seed: int) -> list[LearnedPattern]:
+    return [LearnedPattern(name=pattern_hash(ev), events=ev, emotives=[], metadata=[], persistence=5, frequency=0)
+            for ev in random_patterns(n, seed)]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    from tests.servers.redis_server import RedisServer
+
+    root = tmp_path_factory.mktemp("bench-storage")
+    redis = RedisServer(root / "redis", fsync="everysec")  # as docker-compose.yml runs it
+    try:
+        yield redis, str(root / "chdb")
+    finally:
+        redis.stop()
+
+
+def _store(servers, database: str):
+    import clickhouse_connect
+
+    from storage.clickhouse import ClickHouseRows
+    from storage.redis import RedisConnector
+    from storage.shared import SharedPatternStore
+
+    redis, path = servers
+    return SharedPatternStore(ClickHouseRows(lambda: clickhouse_connect.get_client(interface="chdb", path=path),
+                                             database), RedisConnector(redis.url))
+
+
+def test_learn_throughput_through_the_service_path(servers, report):
+    records = _records(LEARNS, seed=7)
+    store = _store(servers, f"bench_{uuid.uuid4().hex[:8]}")
+
+    async def run() -> float:
+        kb = store.knowledge_base("bench_learn")
+        await store.rebuild(kb)
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(LEARNERS) as pool:
+            started = time.perf_counter()
+            await asyncio.gather(*(loop.run_in_executor(pool, kb.apply, rec) for rec in records))
+            took = time.perf_counter() - started
+        assert len(kb) == LEARNS
+        batches = store.rows.writer.batches
+        await store.close()
+        report(f"learn: new patterns, {LEARNERS} concurrent learners", f"{LEARNS:,}",
+               f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s, {batches} ClickHouse inserts, "
+               f"{LEARNS / max(batches, 1):.0f} rows each)")
+        return took
+
+    asyncio.run(run())
+
+
+def test_cold_open_of_100k_patterns(servers, report):
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    records = _records(COLD_OPEN, seed=1)
+    writer = _store(servers, database)
+
+    async def fill() -> float:
+        bar = Progress(COLD_OPEN, f"appending {COLD_OPEN:,} patterns")
+        started = time.perf_counter()
+        for i in range(0, COLD_OPEN, 1000):
+            await writer.append("bench_cold", records[i:i + 1000])
+            bar.update(i + 1000)
+        took = time.perf_counter() - started
+        await writer.close()
+        return took
+
+    filled = asyncio.run(fill())
+    report("bulk append (1,000 per call)", f"{COLD_OPEN:,}", f"{COLD_OPEN / filled:,.0f} patterns/s ({filled:.1f}s)")
+    reader = _store(servers, database)
+
+    async def cold_open() -> tuple[float, float, int]:
+        kb = reader.knowledge_base("bench_cold")
+        started = time.perf_counter()
+        snap = await reader._snapshot("bench_cold")
+        read = time.perf_counter() - started
+        await reader.close()
+        fresh = _store(servers, database)
+        kb = fresh.knowledge_base("bench_cold")
+        started = time.perf_counter()
+        await fresh.rebuild(kb)
+        total = time.perf_counter() - started
+        await fresh.close()
+        assert len(kb) == COLD_OPEN == len(snap.records)
+        reference = KnowledgeBase("ref")
+        for rec in records[:100]:
+            reference.apply(rec)
+        assert kb.pattern(records[0].name) == reference.pattern(records[0].name)
+        return total, read, len(kb)
+
+    total, read, n = asyncio.run(cold_open())
+    report("cold open: rebuild index from ClickHouse + Redis", f"{n:,}",
+           f"{total:.2f}s (reading the stores {read:.2f}s; target < 10 s)")
