@@ -632,8 +632,17 @@ class SharedPatternStore:
         try:
             firsts = {rec.name: rec for rec in reversed(learned)}
             await asyncio.gather(*(claim(rec) for rec in firsts.values()))
-            for record in learned:
-                await self._commit(kb_id, record, known=True, row_epoch=claims.get(record.name, ("", ""))[1])
+            if any(rec.metadata for rec in learned):
+                # A re-learn with metadata takes two script calls; keep strict order.
+                for record in learned:
+                    await self._commit(kb_id, record, known=True, row_epoch=claims.get(record.name, ("", ""))[1])
+            else:
+                # Started in order, their scripts are queued in order and go out in one
+                # pipeline, which Redis runs in order. (Only a clear-all racing this call
+                # could make one of them retry, i.e. land later.)
+                await asyncio.gather(*(self._commit(kb_id, record, known=True,
+                                                    row_epoch=claims.get(record.name, ("", ""))[1])
+                                       for record in learned))
         finally:
             for name, (token, _) in claims.items():
                 await self._release(keys.of("claim", name), token)

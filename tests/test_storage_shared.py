@@ -161,3 +161,23 @@ def test_session_documents_round_trip_with_both_prediction_kinds():
     assert doc["session_config"]["recall_threshold"] == 0.3 and doc["session_config"]["persistence"] is None
     assert doc["expires_at"].endswith("+00:00")
     assert msgspec.json.encode(record_from_document(doc)) == msgspec.json.encode(rec)
+
+
+def test_bulk_append_keeps_the_order_of_relearns(two_stores, aio):
+    one, _ = two_stores
+    config = EngineConfig(persistence=4)
+    reference = KnowledgeBase("kba")
+    learned = []
+    for i in range(120):   # 6 patterns re-learned 20 times each, emotives (no metadata): pipelined path
+        state = SessionState()
+        for strings in (["p"], [f"q{i % 6}"]):
+            reference.observe(state, Observation(strings=strings, emotives={"e": i / 3}), config)
+        learned.append(reference.learn(state, config)[1])
+
+    async def main() -> None:
+        await one.append("kba", learned)
+        rebuilt = KnowledgeBase("kba")
+        await one.rebuild(rebuilt)
+        assert _state(rebuilt) == _state(reference)
+
+    aio.run(main())
