@@ -50,6 +50,7 @@ generation on.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import time
@@ -447,7 +448,12 @@ class SharedPatternStore:
         if running is att.loop:
             coro.close()
             raise RuntimeError("a shared knowledge base learns on a worker thread, not on the event loop")
-        return asyncio.run_coroutine_threadsafe(coro, att.loop).result(WAIT_TIMEOUT * 2)
+        future = asyncio.run_coroutine_threadsafe(coro, att.loop)
+        try:
+            return future.result(WAIT_TIMEOUT * 2)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise StoreUnavailable("redis", f"commit to {kb.kb_id} took over {WAIT_TIMEOUT * 2:.0f}s") from None
 
     # ------------------------------------------------------- KB lifecycle
 
