@@ -52,6 +52,7 @@ T = TypeVar("T")
 SESSION_PREFIX = "kato:session:"
 EXPIRY_INDEX = "kato:session:_expiry_index"
 LOCK_LEASE_MS = 30_000          # a crashed holder blocks its session at most this long
+RELEASE_RETRY_SECONDS = 0.1     # a release that met an outage is retried this often
 LOCK_RENEW_SECONDS = 10.0
 # Expired members stay in the expiry index this long so /exists can say "expired".
 EXPIRED_GRACE_SECONDS = 300.0
@@ -252,6 +253,7 @@ class RedisSessionStore:
         self.default_ttl = default_ttl
         self._owns = owns_connector
         self._local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._releasing: set[asyncio.Task] = set()   # lock releases retried after an outage
         self._last_prune = 0.0
 
     @staticmethod
@@ -384,15 +386,37 @@ class RedisSessionStore:
                     renew.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await renew
-                    with contextlib.suppress(StoreUnavailable):
+                    try:
                         await self.redis.run(
                             lambda r: r.eval(_RELEASE, 1, SESSION_PREFIX + "lock:" + session_id, token))
+                    except StoreUnavailable:
+                        self._release_later(session_id, token)
             finally:
                 local.release()
         finally:
             users[0] -= 1
             if not users[0]:
                 self._local.pop(session_id, None)
+
+    def _release_later(self, session_id: str, token: str) -> None:
+        """Keep releasing a lock whose release met a Redis outage, until Redis is back or
+        the lease ran out: otherwise the session stays blocked for the rest of the lease
+        (30 s) after Redis recovers, though its holder is long done."""
+        key = SESSION_PREFIX + "lock:" + session_id
+        deadline = time.monotonic() + LOCK_LEASE_MS / 1000.0
+
+        async def retry() -> None:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(RELEASE_RETRY_SECONDS)
+                try:
+                    await self.redis.run(lambda r: r.eval(_RELEASE, 1, key, token))
+                    return
+                except StoreUnavailable:
+                    continue
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def _acquire(self, session_id: str, token: str, deadline: float) -> None:
         key = SESSION_PREFIX + "lock:" + session_id
@@ -419,7 +443,9 @@ class RedisSessionStore:
         return await self.redis.ping()
 
     async def close(self) -> None:
-        """Close the pool when this store owns it."""
+        """Stop retrying releases (their leases expire on their own); close the pool when owned."""
+        for task in list(self._releasing):
+            task.cancel()
         if self._owns:
             await self.redis.close()
 

@@ -152,7 +152,7 @@ class MemoryService:
     async def observe(self, session_id: str, data: ObservationData) -> ObservationResult:
         """One observation; auto-learn may store a pattern (persisted before answering)."""
         rt = self.rt
-        async with rt.sessions.lock(session_id, rt.settings.session_lock_timeout):
+        async with self.sessions.hold(session_id):
             rec = await self.sessions.live(session_id)
             entry = await rt.kbs.get(rec.kb_id, rec.node_id)
             state = _working_copy(rec.state)
@@ -171,7 +171,7 @@ class MemoryService:
     async def observe_sequence(self, session_id: str, body: ObserveSequence) -> ObservationSequenceResult:
         """A batch under one lock; the session is saved once, only if every item succeeded."""
         rt = self.rt
-        async with rt.sessions.lock(session_id, rt.settings.session_lock_timeout):
+        async with self.sessions.hold(session_id):
             rec = await self.sessions.live(session_id)
             initial = len(rec.state.stm)
             if not body.observations:
@@ -206,7 +206,7 @@ class MemoryService:
     async def learn(self, session_id: str) -> LearnResult:
         """Learn the STM; 400 on an empty STM; ``""`` when it holds fewer than 2 symbols."""
         rt = self.rt
-        async with rt.sessions.lock(session_id, rt.settings.session_lock_timeout):
+        async with self.sessions.hold(session_id):
             rec = await self.sessions.live(session_id)
             if not rec.state.stm:
                 raise EmptyShortTermMemory()
@@ -226,7 +226,7 @@ class MemoryService:
     async def clear_stm(self, session_id: str) -> Cleared:
         """Reset STM, accumulators, time, percept, predictions and pending vectors."""
         rt = self.rt
-        async with rt.sessions.lock(session_id, rt.settings.session_lock_timeout):
+        async with self.sessions.hold(session_id):
             rec = await self.sessions.live(session_id)
             await self._save(rec, SessionState(), {})
         return Cleared(status="cleared", session_id=session_id)
@@ -234,7 +234,7 @@ class MemoryService:
     async def clear_all(self, session_id: str) -> ClearedAll:
         """Delete the node's whole knowledge base, then reset this session."""
         rt = self.rt
-        async with rt.sessions.lock(session_id, rt.settings.session_lock_timeout):
+        async with self.sessions.hold(session_id):
             rec = await self.sessions.live(session_id)
             entry = await rt.kbs.get(rec.kb_id, rec.node_id)
             async with entry.gate.exclusive():

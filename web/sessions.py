@@ -8,14 +8,19 @@ and applied under the session lock.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 from litestar.exceptions import NotFoundException
 
+from storage.base import SessionStore, StoreUnavailable
 from storage.records import SessionRecord
 from web.decoding import field_error
 from web.errors import SessionNotFound, TooManySessions
@@ -33,7 +38,62 @@ from web.schemas.sessions import (
 )
 from web.timefmt import iso_offset, iso_z
 
-__all__ = ["SessionService"]
+__all__ = ["SessionService", "MAX_TTL_SECONDS"]
+
+log = logging.getLogger("kato.web")
+
+# A state-changing operation that holds the session lock longer than this starts
+# keeping the session alive (then every ttl/3 seconds): see SessionService.hold.
+KEEPALIVE_AFTER = 0.25
+
+# The longest session lifetime a request may ask for (create or extend): one year.
+# Without a cap a TTL of 10**15 s makes ``expires_at`` unrepresentable (a 500 on
+# the next response that shows it, an error from Redis' PXAT).
+MAX_TTL_SECONDS = 365 * 24 * 3600
+
+
+def _check_ttl(ttl: int, loc: list[str | int], lowest: int) -> None:
+    if ttl < lowest:
+        raise field_error(loc, f"Input should be greater than or equal to {lowest}", ttl, "greater_than_equal")
+    if ttl > MAX_TTL_SECONDS:
+        raise field_error(loc, f"Input should be less than or equal to {MAX_TTL_SECONDS}", ttl, "less_than_equal")
+
+
+class _KeepAlive:
+    """Slides a session's expiry while an operation holds its lock (auto-extend only).
+
+    Costs nothing for operations shorter than KEEPALIVE_AFTER (one timer, cancelled).
+    """
+
+    def __init__(self, store: SessionStore, session_id: str) -> None:
+        self._store = store
+        self._session_id = session_id
+        self._task: asyncio.Task | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(KEEPALIVE_AFTER, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._task = self._loop.create_task(self._touch())
+
+    async def _touch(self) -> None:
+        delay = KEEPALIVE_AFTER
+        try:
+            rec = await self._store.touch(self._session_id, time.time(), True)
+            if rec is not None:
+                delay = max(0.05, rec.ttl_seconds / 3.0)
+        except StoreUnavailable as exc:  # the operation itself will meet the outage too
+            log.warning("session keep-alive failed", extra={"session_id": self._session_id, "reason": exc.reason})
+        if self._task is asyncio.current_task():
+            self._timer = self._loop.call_later(delay, self._fire)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task, self._task = self._task, None
+        if task is not None:
+            await task   # a touch in flight finishes (it never raises); none is scheduled after it
 
 
 class SessionService:
@@ -54,9 +114,8 @@ class SessionService:
         rt = self.rt
         if body.node_id == "":
             raise field_error(["body", "node_id"], "String should have at least 1 character", "", "string_too_short")
-        if body.ttl_seconds is not None and body.ttl_seconds < 0:
-            raise field_error(["body", "ttl_seconds"], "Input should be greater than or equal to 0",
-                              body.ttl_seconds, "greater_than_equal")
+        if body.ttl_seconds is not None:
+            _check_ttl(body.ttl_seconds, ["body", "ttl_seconds"], 0)
         overrides = rt.resolver.apply({}, body.config, follow_token_matching=False) if body.config else {}
         if rt.settings.max_sessions and await rt.sessions.count() >= rt.settings.max_sessions:
             raise TooManySessions(f"session limit of {rt.settings.max_sessions} reached")
@@ -80,6 +139,26 @@ class SessionService:
         if rec is None:
             raise NotFoundException(detail=f"Session {session_id} not found or expired")
         return self.response(rec, max(0, math.floor(rec.expires_at - now)))
+
+    @contextlib.asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        """The session's lock (api.md §3.6), keeping the session alive while held.
+
+        With auto-extend a session in use never expires mid-operation: a long
+        observe-sequence slides the expiry as it runs, so neither the batch's own
+        save nor requests queued behind it find the session expired (api.md §3.4,
+        "long operations keep the session alive until they finish").
+        """
+        rt = self.rt
+        async with rt.sessions.lock(session_id, rt.settings.session_lock_timeout):
+            if not rt.settings.session_auto_extend:
+                yield
+                return
+            keeper = _KeepAlive(rt.sessions, session_id)
+            try:
+                yield
+            finally:
+                await keeper.stop()
 
     async def live(self, session_id: str) -> SessionRecord:
         """The live session (a consistent snapshot) or SessionNotFound (E3)."""
@@ -109,12 +188,10 @@ class SessionService:
         return SessionCount(active_session_count=await self.rt.sessions.count())
 
     async def extend(self, session_id: str, ttl: int) -> SessionExtended:
-        """``expires_at := now + ttl`` and ``ttl`` becomes the sliding TTL; 422 when ttl < 1."""
-        if ttl < 1:
-            raise field_error(["query", "ttl_seconds"], "Input should be greater than or equal to 1", ttl,
-                              "greater_than_equal")
+        """``expires_at := now + ttl`` and ``ttl`` becomes the sliding TTL; 422 unless 1 <= ttl <= one year."""
+        _check_ttl(ttl, ["query", "ttl_seconds"], 1)
         rt = self.rt
-        async with rt.sessions.lock(session_id, rt.settings.session_lock_timeout):
+        async with self.hold(session_id):
             rec = await self.live(session_id)
             now = time.time()
             await rt.sessions.save(msgspec.structs.replace(rec, ttl_seconds=ttl, expires_at=now + ttl,
@@ -132,7 +209,7 @@ class SessionService:
         if not isinstance(update, dict):
             raise field_error(["body", "config"], "Input should be a valid dictionary", update, "dict_type")
         rt = self.rt
-        async with rt.sessions.lock(session_id, rt.settings.session_lock_timeout):
+        async with self.hold(session_id):
             rec = await self.live(session_id)
             overrides = rt.resolver.apply(rec.overrides, update, follow_token_matching=True)
             rt.resolver.effective(overrides)
