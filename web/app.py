@@ -18,8 +18,10 @@ from web.deps import dependencies
 from web.edge import Edge
 from web.errors import exception_handlers
 from web.lifespan import lifespan
+from web.limits import request_bodies
 from web.logging import configure_logging
 from web.openapi import document_request_bodies
+from web.ratelimit import RateLimiter
 from web.settings import Settings
 
 __all__ = ["create_app"]
@@ -46,9 +48,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
     )
     app.state.settings = settings
-    document_request_bodies(app)
+    app.state.bodies = request_bodies(settings.limits)
+    document_request_bodies(app, app.state.bodies.documented)
     # Outside Litestar's router on purpose: the session guard answers before routing.
     app.asgi_handler = Edge(app.asgi_handler, app)
+    if settings.rate_limit:  # ahead of the session guard: a refused request costs no store call
+        app.asgi_handler = RateLimiter(app.asgi_handler, settings.rate_limit, settings.rate_limit_burst,
+                                       keyed=bool(settings.api_key))
     if settings.api_key:  # outermost: no key, no session guard either (web/auth.py)
         app.asgi_handler = ApiKeyGate(app.asgi_handler, settings.api_key)
     return app

@@ -29,7 +29,7 @@ import msgspec
 
 from web.schemas.errors import Detail
 
-__all__ = ["ApiKeyGate", "is_exempt", "MESSAGE"]
+__all__ = ["ApiKeyGate", "is_exempt", "presented_keys", "MESSAGE"]
 
 MESSAGE = "Missing or invalid API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'"
 _BODY = msgspec.json.encode(Detail(MESSAGE))
@@ -44,7 +44,8 @@ def is_exempt(method: str, path: str) -> bool:
     return len(parts) == 3 and parts[0] == "" and parts[1] != "" and parts[2] == "ping"
 
 
-def _presented(scope: Any) -> list[bytes]:
+def presented_keys(scope: Any) -> list[bytes]:
+    """Every key value the request carries (headers; for a WebSocket also the query)."""
     keys = []
     for name, value in scope["headers"]:
         if name == b"x-api-key":
@@ -71,7 +72,7 @@ class ApiKeyGate:
     def _allowed(self, scope: Any) -> bool:
         # Compare against every presented value without stopping early (constant time per value).
         ok = False
-        for key in _presented(scope):
+        for key in presented_keys(scope):
             ok |= hmac.compare_digest(key, self._key)
         return ok
 

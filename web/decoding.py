@@ -9,6 +9,7 @@ pydantic's names, ``input`` is the offending value.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, TypeVar
 
@@ -22,6 +23,10 @@ T = TypeVar("T")
 
 _PATH = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]|\[\.\.\.\]|\['((?:[^'\\]|\\.)*)'\]")
 _EXPECTED = re.compile(r"Expected `([^`]*)`, got `([^`]*)`")
+_TOO_LONG = re.compile(r"Expected `(str|array|object)` of length <= (\d+)")
+_TOO_LONG_TEXT = {"str": ("string_too_long", "String should have at most {} characters"),
+                  "array": ("too_long", "List should have at most {} items"),
+                  "object": ("too_long", "Dictionary should have at most {} items")}
 _TYPE_NAMES = {
     "str": "string_type", "array": "list_type", "object": "dict_type", "float": "float_type",
     "int": "int_type", "bool": "bool_type",
@@ -52,10 +57,15 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
             raise field_error(["body"], "Field required", None, "missing") from None
         raise field_error(["body"], f"JSON decode error: {exc}", raw.decode("utf-8", "replace")[:200],
                           "json_invalid") from None
+    except RecursionError:  # msgspec stops at Python's recursion limit: a nesting bomb, not a 500
+        raise field_error(["body"], "JSON decode error: nested too deeply", None, "json_invalid") from None
 
 
 def _translate(raw: bytes, message: str) -> RequestValidationError:
     text, _, where = message.partition(" - at `")
+    key_error = where.startswith("key` in `")  # a dict key failed (e.g. an emotive name too long)
+    if key_error:
+        where = where[len("key` in `"):]
     path: list[str | int | None] = []
     if where:
         for token in _PATH.finditer(where.rstrip("`")):
@@ -63,12 +73,27 @@ def _translate(raw: bytes, message: str) -> RequestValidationError:
             # msgspec writes ``[...]`` for a dict key it does not name: found below.
             path.append(int(index) if index else (name or key or None))
     match = _EXPECTED.match(text)
-    expected = match.group(1).split(" | ")[0] if match else ""
-    loc, value = _locate(msgspec.json.decode(raw), path, expected)
+    expected = match.group(1).split(" | ")[0] if match else ("finite" if "out of range" in text else "")
+    loc, value = _locate(_document(raw), path, expected)
     loc = ["body", *loc]
+    too_long = _TOO_LONG.match(text)
+    if key_error and isinstance(value, dict):
+        limit = int(too_long.group(2)) if too_long else None
+        key = next((k for k in value if limit is None or len(k) > limit), None)
+        if key is not None:
+            loc.append(key)
+            value = key
+    if too_long:
+        kind, msg = _TOO_LONG_TEXT[too_long.group(1)]
+        limit = int(too_long.group(2))
+        if isinstance(value, (str, list, dict)):
+            msg += f", not {len(value)}"
+        return RequestValidationError([ValidationItem(type=kind, loc=loc, msg=msg.format(limit), input=_brief(value),
+                                                      ctx={"max_length": limit})])
     if text.startswith("Object missing required field"):
         loc.append(text.split("`")[1])
-        return RequestValidationError([ValidationItem(type="missing", loc=loc, msg="Field required", input=value)])
+        return RequestValidationError([ValidationItem(type="missing", loc=loc, msg="Field required",
+                                                      input=_brief(value))])
     kind = "value_error"
     if match:
         kind = _TYPE_NAMES.get(expected, kind)
@@ -78,7 +103,31 @@ def _translate(raw: bytes, message: str) -> RequestValidationError:
             kind = {"int": "int_parsing", "float": "float_parsing", "bool": "bool_parsing"}[expected]
     elif "out of range" in text:
         kind = "finite_number"
-    return RequestValidationError([ValidationItem(type=kind, loc=loc, msg=text, input=value)])
+    return RequestValidationError([ValidationItem(type=kind, loc=loc, msg=text, input=_brief(value))])
+
+
+def _document(raw: bytes) -> Any:
+    """The body as plain JSON values; numbers msgspec refuses untyped (``1e400``) come from json."""
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
+
+
+def _brief(value: Any) -> Any:
+    """An oversized input echoed back in part: the error must not be as large as the request."""
+    if isinstance(value, str) and len(value) > 100:
+        return value[:100] + "..."
+    if isinstance(value, list) and len(value) > 10:
+        return [_brief(v) for v in value[:10]]
+    if isinstance(value, dict) and len(value) > 10:
+        return {k: _brief(v) for k, v in list(value.items())[:10]}
+    if isinstance(value, list):
+        return [_brief(v) for v in value]
+    return value
 
 
 def _fails(value: Any, expected: str) -> bool:
@@ -91,6 +140,8 @@ def _fails(value: Any, expected: str) -> bool:
         except ValueError:
             return True
         return expected == "int" and not number.is_integer()
+    if expected == "finite":
+        return isinstance(value, float) and value - value != 0.0
     if expected == "bool":
         return not isinstance(value, bool) and value not in ("true", "false", "0", "1", 0, 1)
     kinds = {"str": str, "array": list, "object": dict}

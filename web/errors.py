@@ -128,6 +128,9 @@ def _litestar_validation(request: Request, exc: ValidationException) -> Response
 
 
 def _http(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 413:  # Litestar's "Request Entity Too Large" does not say what the limit is
+        limit = request.app.state.settings.max_request_bytes
+        return _json(Detail(f"Request body too large: the limit is {limit} bytes (KATO_MAX_REQUEST_BYTES)"), 413)
     return _json(Detail(exc.detail), exc.status_code, headers=exc.headers)
 
 

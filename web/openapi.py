@@ -17,15 +17,20 @@ from litestar.openapi.spec import OpenAPIMediaType, RequestBody
 __all__ = ["document_request_bodies"]
 
 
-def document_request_bodies(app: Litestar) -> None:
-    """Add a requestBody to every operation whose handler declares ``opt["body"]``."""
+def document_request_bodies(app: Litestar, replace: dict[type, type] | None = None) -> None:
+    """Add a requestBody to every operation whose handler declares ``opt["body"]``.
+
+    ``replace`` maps a declared type to the one actually decoded (web/limits.py: the
+    same Struct with this app's limits), so the document shows the limits.
+    """
+    replace = replace or {}
     targets: list[tuple[str, str, Any]] = []
     for route in app.routes:
         for handler in getattr(route, "route_handlers", ()):
             body = handler.opt.get("body")
             if body is not None:
                 for method in handler.http_methods:
-                    targets.append((route.path_format, method.lower(), body))
+                    targets.append((route.path_format, method.lower(), replace.get(body, body)))
     if not targets:
         return
     types = list(dict.fromkeys(t for _, _, t in targets))

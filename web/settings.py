@@ -5,7 +5,9 @@ case-insensitively) with three decisions of ours: the server listens on
 ``127.0.0.1:8000`` by default (``KATO_HOST``/``KATO_PORT``, ``PORT`` as fallback)
 so a fresh ``kato serve`` is not exposed on the network; logs are JSON unless
 ``LOG_FORMAT=human``; ``MAX_SESSIONS`` is accepted as an alias of
-``KATO_MAX_SESSIONS``. Out-of-range values stop the server at start-up with a
+``KATO_MAX_SESSIONS``. Ours too: the input limits ``KATO_MAX_*`` (web/limits.py)
+and the rate limit ``KATO_RATE_LIMIT`` (requests per second per API key or client,
+0 = off; web/ratelimit.py). Out-of-range values stop the server at start-up with a
 message naming the variable (:class:`SettingsError`).
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Mapping
 import msgspec
 
 from engine import EngineConfig, InvalidConfiguration
+from web.limits import Limits
 
 __all__ = ["Settings", "SettingsError"]
 
@@ -43,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_lock_timeout: float = 60.0
     max_sessions: int = 0
     max_request_bytes: int = 104857600
+    limits: Limits = Limits()
+    rate_limit: float = 0.0
+    rate_limit_burst: int = 0
     inline_budget_ms: float = 0.5
     # External storage (api.md §5.1): Redis, ClickHouse, Qdrant shared by many processes.
     redis_url: str | None = None
@@ -86,6 +92,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             session_lock_timeout=r.number("KATO_SESSION_LOCK_TIMEOUT", 60.0, 0.001, None),
             max_sessions=r.integer("KATO_MAX_SESSIONS", r.integer("MAX_SESSIONS", 0, 0, None), 0, None),
             max_request_bytes=r.integer("KATO_MAX_REQUEST_BYTES", 104857600, 1024, None),
+            limits=_limits(r),
+            rate_limit=r.number("KATO_RATE_LIMIT", 0.0, 0.0, None),
+            rate_limit_burst=r.integer("KATO_RATE_LIMIT_BURST", 0, 0, None),
             inline_budget_ms=r.number("KATO_INLINE_BUDGET_MS", 0.5, 0.0, None),
             redis_url=_redis_url(r),
             clickhouse_host=r.text("CLICKHOUSE_HOST", "localhost"),
@@ -103,6 +112,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             api_key=r.text("KATO_API_KEY", "") or None,  # web/auth.py: unset = open API
         )
         return settings
+
+
+def _limits(r: "_Reader") -> Limits:
+    """Input limits enforced at decoding (web/limits.py); each at least 1."""
+    d = Limits()
+    return Limits(
+        max_symbol_length=r.integer("KATO_MAX_SYMBOL_LENGTH", d.max_symbol_length, 1, None),
+        max_symbols_per_event=r.integer("KATO_MAX_SYMBOLS_PER_EVENT", d.max_symbols_per_event, 1, None),
+        max_sequence_length=r.integer("KATO_MAX_SEQUENCE_LENGTH", d.max_sequence_length, 1, None),
+        max_vector_dimension=r.integer("KATO_MAX_VECTOR_DIMENSION", d.max_vector_dimension, 1, None),
+        max_emotives=r.integer("KATO_MAX_EMOTIVES", d.max_emotives, 1, None),
+    )
 
 
 def _storage_default(r: "_Reader") -> str:

@@ -8,7 +8,7 @@ from litestar.params import FromPath
 from litestar import Controller, Request, delete, get, post
 
 from web.decoding import decode_body, query_int
-from web.deps import Memory, Sessions
+from web.deps import Bodies, Memory, Sessions
 from web.schemas.observations import (
     Cleared,
     ClearedAll,
@@ -44,9 +44,9 @@ class SessionController(Controller):
     tags = ["sessions"]
 
     @post("/", status_code=200, summary="Create a session", opt={"body": CreateSession})
-    async def create(self, request: Request, sessions: Sessions) -> SessionResponse:
+    async def create(self, request: Request, sessions: Sessions, bodies: Bodies) -> SessionResponse:
         """Body ``{node_id, ttl_seconds?, metadata?, config?}``; 422/400/429 on bad input or the cap."""
-        return await sessions.create(decode_body(await request.body(), CreateSession))
+        return await sessions.create(decode_body(await request.body(), bodies.create_session))
 
     @get("/count", summary="Live-session count")
     async def count(self, sessions: Sessions) -> SessionCount:
@@ -84,15 +84,16 @@ class SessionController(Controller):
         return await sessions.update_config(session_id, decode_body(await request.body(), dict[str, Any]))
 
     @post("/{session_id:str}/observe", status_code=200, summary="Observe", opt={"body": ObservationData})
-    async def observe(self, session_id: FromPath[str], request: Request, memory: Memory) -> ObservationResult:
-        """One observation ``{strings, vectors, emotives, metadata}``."""
-        return await memory.observe(session_id, decode_body(await request.body(), ObservationData))
+    async def observe(self, session_id: FromPath[str], request: Request, memory: Memory,
+                      bodies: Bodies) -> ObservationResult:
+        """One observation ``{strings, vectors, emotives, metadata}``; 422 beyond the KATO_MAX_* limits."""
+        return await memory.observe(session_id, decode_body(await request.body(), bodies.observation))
 
     @post("/{session_id:str}/observe-sequence", status_code=200, summary="Observe a batch", opt={"body": ObserveSequence})
     async def observe_sequence(self, session_id: FromPath[str], request: Request,
-                               memory: Memory) -> ObservationSequenceResult:
+                               memory: Memory, bodies: Bodies) -> ObservationSequenceResult:
         """``{observations: [...], learn_after_each, learn_at_end, clear_stm_between}``."""
-        return await memory.observe_sequence(session_id, decode_body(await request.body(), ObserveSequence))
+        return await memory.observe_sequence(session_id, decode_body(await request.body(), bodies.sequence))
 
     @get("/{session_id:str}/stm", summary="Short-term memory")
     async def stm(self, session_id: FromPath[str], memory: Memory) -> StmResponse:
