@@ -88,7 +88,10 @@ def open_external_stores(settings: StorageSettings) -> Stores:
             return clickhouse_connect.get_client(
                 host=settings.clickhouse_host, port=settings.clickhouse_port, username=settings.clickhouse_user,
                 password=settings.clickhouse_password, secure=settings.clickhouse_secure, compress=False,
-                connect_timeout=5, send_receive_timeout=60)
+                connect_timeout=5, send_receive_timeout=60,
+                # One client serves the store's worker threads (inserts, reads, /health pings at
+                # once); a client-side session would refuse concurrent queries with an error.
+                autogenerate_session_id=False)
 
     redis = RedisConnector(settings.redis_url or "redis://localhost:6379/0")
     patterns = SharedPatternStore(ClickHouseRows(client, settings.clickhouse_db), redis, owns_redis=False)

@@ -161,8 +161,10 @@ class QdrantStore:
                     Path(path).mkdir(parents=True, exist_ok=True)
                     self.client = QdrantClient(path=str(path))
             else:
+                # No version check: it is a request at construction, which would hold up the
+                # service's start (and warn) while Qdrant is unreachable; calls report that.
                 self.client = QdrantClient(host=host, port=port, api_key=api_key, https=https,
-                                           timeout=int(timeout), prefer_grpc=False)
+                                           timeout=int(timeout), prefer_grpc=False, check_compatibility=False)
         except Exception as exc:  # noqa: BLE001 - e.g. the local folder is locked by another process
             raise StoreUnavailable(self.backend, str(exc)) from exc
 

@@ -134,12 +134,12 @@ def start_server(tmp_path) -> Iterator[Callable[..., ServerProcess]]:
 class ClickHouseHttp:
     """``tests/servers/clickhouse_http.py`` as a child process: ClickHouse over HTTP on 127.0.0.1."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, port: int | None = None) -> None:
         from tests.servers.redis_server import free_port
 
-        self.port = free_port()
+        self.port = port or free_port()   # a port of its own, or the port of one stopped before (restart)
         self.log_path = path.parent / f"clickhouse-http-{self.port}.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.servers.clickhouse_http", "--path", str(path), "--port", str(self.port)],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=self._log, stderr=subprocess.STDOUT)
