@@ -36,7 +36,7 @@ from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from engine import PendingVector, Prediction, SessionState, SingleSymbolPrediction
 from engine.config import PARAMETER_ORDER
