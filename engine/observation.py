@@ -35,6 +35,28 @@ def validate_observation(obs: Observation) -> None:
             raise InvalidObservation(f"emotives.{key}", "must be a finite number")
     if not isinstance(obs.metadata, dict) or not all(isinstance(k, str) for k in obs.metadata):
         raise InvalidObservation("metadata", "must be an object with string keys")
+    for key, value in obs.metadata.items():
+        if not _storable(value):
+            raise InvalidObservation(f"metadata.{key}", "integers must lie in [-2**63, 2**64 - 1]")
+
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _storable(value: Any) -> bool:
+    """False when an int anywhere in a metadata value is wider than 64 bits.
+
+    The pattern stores keep metadata as MessagePack / ClickHouse / BSON-like values,
+    none of which hold wider integers; refusing them here is a 4xx instead of a
+    failed learn.
+    """
+    if isinstance(value, int):
+        return _INT_MIN <= value <= _INT_MAX
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    if isinstance(value, dict):
+        return all(_storable(v) for v in value.values())
+    return True
 
 
 def _is_finite_number(x: Any) -> bool:

@@ -138,13 +138,24 @@ def test_oversized_body_is_413_from_a_real_server(start_server):
     (b'{"vectors": [[1, -1e999]]}', ["body", "vectors", 0, 1]),
     (b'{"strings": ["\\ud800"]}', ["body"]),
     (b"\xff\xfe{}", ["body"]),
+    (b'{"metadata": {"n": {"deep": [1, 3198615400761971932062023680]}}}', ["body", "metadata", "n"]),
+    (b'{"metadata": {"n": -9223372036854775809}}', ["body", "metadata", "n"]),
 ], ids=["nesting-bomb-in-metadata", "nesting-bomb-for-an-object", "number-beyond-a-double", "minus-infinity",
-        "lone-surrogate", "not-utf8"])
+        "lone-surrogate", "not-utf8", "integer-wider-than-64-bits", "integer-below-int64"])
 def test_hostile_json_is_422(small, raw, loc):
     sid = _session(small)
     resp = small.post(f"/sessions/{sid}/observe", content=raw, headers={"content-type": "application/json"})
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"][0]["loc"] == loc
+
+
+def test_metadata_integers_at_the_64_bit_edges_are_learned(small):
+    sid = _session(small)
+    body = {"strings": ["a"], "metadata": {"lo": -(2**63), "hi": 2**64 - 1}}
+    assert small.post(f"/sessions/{sid}/observe", json=body).status_code == 200
+    assert small.post(f"/sessions/{sid}/observe", json={"strings": ["b"]}).status_code == 200
+    name = small.post(f"/sessions/{sid}/learn").json()["pattern_name"]
+    assert name.startswith("PTRN|")
 
 
 @pytest.mark.parametrize("ttl", [31_536_001, 10**15, 10**30])
