@@ -42,7 +42,7 @@ def open_stores(settings: StorageSettings) -> Stores:
     Raises ValueError for an unknown kind.
     """
     from storage.memory import MemorySessionStore
-    from storage.qdrant_local import LocalQdrantStore
+    from storage.qdrant import QdrantStore
     from storage.sqlite import SqlitePatternStore
 
     if settings.storage == "external":
@@ -51,12 +51,12 @@ def open_stores(settings: StorageSettings) -> Stores:
         raise ValueError(f"KATO_STORAGE={settings.storage!r} is not supported (use 'embedded' or 'external')")
     if settings.data_dir == ":memory:":
         patterns = SqlitePatternStore(":memory:")
-        vectors = LocalQdrantStore(None)
+        vectors = QdrantStore(path=None, backend="qdrant_local")
     else:
         root = Path(settings.data_dir)
         patterns = SqlitePatternStore(root / "patterns.sqlite3")
         try:
-            vectors = LocalQdrantStore(root / "qdrant")
+            vectors = QdrantStore(path=root / "qdrant", backend="qdrant_local")
         except Exception:
             patterns._db.close()
             raise

@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from engine import EngineConfig, KnowledgeBase, Observation, SessionState
-from storage.qdrant_local import LocalQdrantStore
+from storage.qdrant import QdrantStore
 from storage.snapshot import KbBackup, load_snapshot, restore_backup, take_snapshot
 from storage.sqlite import SqlitePatternStore
 from web.app import create_app
@@ -165,7 +165,7 @@ def test_store_level_restore_works_through_the_protocols(tmp_path):
     """restore_backup + rebuild, without the web layer: the path every backend takes."""
     config = EngineConfig()
     patterns = SqlitePatternStore(tmp_path / "p.sqlite3")
-    vectors = LocalQdrantStore(None)
+    vectors = QdrantStore(path=None, backend="qdrant_local")
     kb = KnowledgeBase("kb", vectors=vectors.index("kb"))
     state = SessionState()
     for i, episode in enumerate(EPISODES):

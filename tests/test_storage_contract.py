@@ -8,7 +8,7 @@ indexes follow api.md §4.5.4 (dimension mismatch: skipped, never an error).
 Backends: the embedded ones (SQLite, in-process sessions, qdrant-client local
 mode) and the server ones — ClickHouse (the real engine, in process through chdb)
 with Redis (a real redis-server, tests/servers/) for patterns, Redis for sessions,
-and the Qdrant store over qdrant-client's local mode. Each test runs on one event
+and Qdrant (one class, server or local mode) in local mode. Each test runs on one event
 loop (``aio``), as a server does.
 """
 
@@ -24,7 +24,7 @@ import pytest
 from engine import EngineConfig, KnowledgeBase, Observation, SessionState
 from storage.base import PatternStore, SessionBusy, SessionStore, VectorStore
 from storage.memory import MemorySessionStore
-from storage.qdrant_local import LocalQdrantStore, point_id
+from storage.qdrant import QdrantStore, point_id
 from storage.records import SessionRecord
 from storage.sqlite import SqlitePatternStore
 
@@ -69,14 +69,10 @@ def session_store(request, aio):
         yield MemorySessionStore()
 
 
-@pytest.fixture(params=["qdrant-local-file", "qdrant-local-memory", "qdrant"])
+@pytest.fixture(params=["qdrant-local-file", "qdrant-local-memory"])
 def vector_store(request, tmp_path, aio):
-    if request.param == "qdrant":
-        from storage.qdrant import QdrantStore
-
-        store = QdrantStore(path=tmp_path / "qs")
-    else:
-        store = LocalQdrantStore(tmp_path / "q" if request.param == "qdrant-local-file" else None)
+    # The server mode runs the same class over HTTP; no Qdrant server exists here.
+    store = QdrantStore(path=tmp_path / "q" if request.param == "qdrant-local-file" else None)
     yield store
     aio.run(store.close())
 
@@ -242,10 +238,10 @@ def test_vector_index_search_and_dimension_mismatch(vector_store, aio):
 
 
 def test_vectors_persist_across_reopen(tmp_path):
-    store = LocalQdrantStore(tmp_path / "q")
+    store = QdrantStore(path=tmp_path / "q")
     store.index("kbp").upsert([("VCTR|a", [1.0, 2.0])])
     asyncio.run(store.close())
-    reopened = LocalQdrantStore(tmp_path / "q")
+    reopened = QdrantStore(path=tmp_path / "q")
     try:
         assert reopened.index("kbp").search(numpy.array([1.0, 2.0]), 1) == ["VCTR|a"]
     finally:
