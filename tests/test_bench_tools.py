@@ -6,7 +6,6 @@ they check that the tools run end to end and report, never how fast anything is.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -37,8 +36,6 @@ def test_compare_command_fails_when_a_server_errors(tmp_path):
     assert proc.returncode != 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("locust") is None,
-                    reason="locust is not installed (pip install -e '.[loadtest]')")
 def test_loadtest_script_runs_headless_and_writes_reports(tmp_path):
     env = {**os.environ, "KATO_LOADTEST_OUT": str(tmp_path)}
     proc = subprocess.run(["bash", "loadtest/run.sh", "-u", "2", "-r", "2", "-t", "3s"],
