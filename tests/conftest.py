@@ -131,30 +131,34 @@ def start_server(tmp_path) -> Iterator[Callable[..., ServerProcess]]:
 # missing binary or package is a test error, never a skip.
 
 
-class ClickHouseHttp:
-    """``tests/servers/clickhouse_http.py`` as a child process: ClickHouse over HTTP on 127.0.0.1."""
+class _ShimServer:
+    """A test server of ``tests/servers/`` as a child process on 127.0.0.1, up once ``ping`` answers 200."""
 
-    def __init__(self, path: Path, port: int | None = None) -> None:
+    module: str
+    ping: str
+
+    def __init__(self, path: Path, port: int | None = None, *args: str) -> None:
         from tests.servers.redis_server import free_port
 
+        name = self.module.rsplit(".", 1)[-1]
         self.port = port or free_port()   # a port of its own, or the port of one stopped before (restart)
-        self.log_path = path.parent / f"clickhouse-http-{self.port}.log"
+        self.log_path = path.parent / f"{name}-{self.port}.log"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.servers.clickhouse_http", "--path", str(path), "--port", str(self.port)],
+            [sys.executable, "-m", self.module, "--path", str(path), "--port", str(self.port), *args],
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"clickhouse test server exited:\n{self.log_path.read_text()}")
+                raise RuntimeError(f"{name} test server exited:\n{self.log_path.read_text()}")
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/ping", timeout=1.0).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{self.port}{self.ping}", timeout=1.0).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError("clickhouse test server did not start")
+        raise RuntimeError(f"{name} test server did not start")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -165,6 +169,18 @@ class ClickHouseHttp:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+class ClickHouseHttp(_ShimServer):
+    """``tests/servers/clickhouse_http.py``: ClickHouse over HTTP on the real engine (chdb)."""
+
+    module, ping = "tests.servers.clickhouse_http", "/ping"
+
+
+class QdrantHttp(_ShimServer):
+    """``tests/servers/qdrant_http.py``: Qdrant's REST API on qdrant-client's own engine."""
+
+    module, ping = "tests.servers.qdrant_http", "/healthz"
 
 
 @pytest.fixture(scope="session")
@@ -189,6 +205,16 @@ def chdb_path(tmp_path_factory) -> str:
 def clickhouse_http(tmp_path_factory):
     """ClickHouse's HTTP interface over the real engine, shared by server processes."""
     server = ClickHouseHttp(tmp_path_factory.mktemp("clickhouse-http") / "data")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def qdrant_http(tmp_path):
+    """Qdrant's REST API, shared by server processes (one per test: collections are per kb_id)."""
+    server = QdrantHttp(tmp_path / "qdrant-http")
     try:
         yield server
     finally:

@@ -8,8 +8,8 @@ indexes follow api.md §4.5.4 (dimension mismatch: skipped, never an error).
 Backends: the embedded ones (SQLite, in-process sessions, qdrant-client local
 mode) and the server ones — ClickHouse (the real engine, in process through chdb)
 with Redis (a real redis-server, tests/servers/) for patterns, Redis for sessions,
-and Qdrant (one class, server or local mode) in local mode. Each test runs on one event
-loop (``aio``), as a server does.
+and Qdrant in both modes: local, and server over HTTP (tests/servers/qdrant_http.py).
+Each test runs on one event loop (``aio``), as a server does.
 """
 
 from __future__ import annotations
@@ -69,12 +69,20 @@ def session_store(request, aio):
         yield MemorySessionStore()
 
 
-@pytest.fixture(params=["qdrant-local-file", "qdrant-local-memory"])
+@pytest.fixture(params=["qdrant-local-file", "qdrant-local-memory", "qdrant-server"])
 def vector_store(request, tmp_path, aio):
-    # The server mode runs the same class over HTTP; no Qdrant server exists here.
-    store = QdrantStore(path=tmp_path / "q" if request.param == "qdrant-local-file" else None)
+    server = None
+    if request.param == "qdrant-server":
+        from tests.conftest import QdrantHttp
+
+        server = QdrantHttp(tmp_path / "qdrant-http")
+        store = QdrantStore(host="127.0.0.1", port=server.port)
+    else:
+        store = QdrantStore(path=tmp_path / "q" if request.param == "qdrant-local-file" else None)
     yield store
     aio.run(store.close())
+    if server is not None:
+        server.stop()
 
 
 def _train(kb: KnowledgeBase, config: EngineConfig) -> list:

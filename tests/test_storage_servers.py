@@ -3,9 +3,8 @@
 The components are real and started by the project's scripts: a redis-server per
 test (so a test may stop it), and one ClickHouse HTTP server over the real engine
 (tests/servers/clickhouse_http.py) with a fresh database per test. Each server
-process has its own qdrant-client local-mode folder (local mode is one process
-per folder), so vectors are not shared between processes here; the Qdrant store
-itself runs the contract suite.
+process has its own qdrant-client local-mode folder; vectors shared through one
+Qdrant are tested in tests/test_vectors_shared.py.
 """
 
 from __future__ import annotations
