@@ -45,6 +45,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
                                allow_credentials=True),
         openapi_config=OpenAPIConfig(title="KATO API", version=__version__, path="/schema"),
         request_max_body_size=settings.max_request_bytes,
+        # Our loggers are configured above; Litestar's default would put a handler on the
+        # root logger, printing every third-party INFO line (one per Qdrant HTTP call).
+        logging_config=None,
         debug=False,
     )
     app.state.settings = settings
