@@ -25,16 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from qdrant_client import QdrantClient, models
+
+from tests.servers.loopback import serve
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/collections$"), "collections"),
@@ -165,16 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     Handler.engine = Engine(args.path)
     Handler.api_key = args.api_key
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"listening on 127.0.0.1:{args.port}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-        Handler.engine.client.close()
-    return 0
+    return serve(Handler, args.port, Handler.engine.client.close)
 
 
 if __name__ == "__main__":
