@@ -23,7 +23,7 @@ from libc.stdlib cimport calloc, free
 from libc.math cimport log, log2, log10, pow, sqrt, fabs
 from libcpp.vector cimport vector
 from libcpp.unordered_map cimport unordered_map
-from libcpp.algorithm cimport sort as cpp_sort, stable_sort
+from libcpp.algorithm cimport sort as cpp_sort, stable_sort, partial_sort
 from libcpp.utility cimport pair
 
 from engine.types cimport (symbol_id_t, pattern_id_t, score_t, Posting, NameKey,
@@ -137,6 +137,19 @@ cdef struct PreRank:
 
 cdef bint _pre_greater(const PreRank& x, const PreRank& y) noexcept nogil:
     return x.value > y.value
+
+
+cdef struct SingleRank:
+    double potential                 # of a single-symbol prediction (§3.9)
+    NameKey key
+    pattern_id_t pid
+
+
+cdef bint _single_before(const SingleRank& x, const SingleRank& y) noexcept nogil:
+    # potential descending, ties by ascending name (sorted by name, then stably by potential)
+    if x.potential != y.potential:
+        return x.potential > y.potential
+    return _key_less(x.key, y.key)
 
 
 # -------------------------------------------------------------- retrieval/align
@@ -889,45 +902,62 @@ cdef class _Scorer:
     # ----------------------------------------------------- single-symbol path
 
     def single(self):
-        """engine.md §3.9: patterns starting with the one STM symbol; flat fields."""
+        """engine.md §3.9: patterns starting with the one STM symbol; flat fields.
+
+        Ranked on (potential desc, name asc) in C first; prediction objects are made
+        only for the ``max_predictions`` kept (a frequent first word starts
+        thousands of patterns).
+        """
         cdef PatternIndex index = self.index
         cdef str x = self.state[0]
         cdef symbol_id_t sid = index.symbols.find(x)
         if sid == 0 or sid >= index.starts.size():
             return []
         cdef vector[pattern_id_t] pids = index.starts[sid]
-        cdef size_t t
+        cdef size_t t, n = pids.size(), keep
         cdef pattern_id_t pid
         cdef int64_t la
+        cdef double ev
+        cdef vector[SingleRank] ranks
+        cdef SingleRank r
         token_mode = self.config.use_token_matching
         affinity = self.config.affinity_emotive
-        rows = []
-        for t in range(pids.size()):
+        weighted_of = {}
+        ranks.resize(n)
+        for t in range(n):
             pid = pids[t]
             la = index.pattern_length(pid)
+            r.pid = pid
+            r.key = index.keys[pid]
+            if affinity is None:
+                ev = 1.0 / la
+                r.potential = (ev + 1.0) * 1.0 + 1.0
+            else:
+                flat = [s for ev_ in index.events_of(pid) for s in ev_]
+                weighted = weighted_metrics(index, affinity, [x], [x], flat, [x], [])
+                weighted_of[pid] = weighted
+                r.potential = (weighted[1] + weighted[2]) * weighted[3] + 1.0
+            ranks[t] = r
+        keep = <size_t>max(0, min(<Py_ssize_t>n, self.config.max_predictions))
+        partial_sort(ranks.begin(), ranks.begin() + keep, ranks.end(), _single_before)
+        out = []
+        for t in range(keep):
+            pid = ranks[t].pid
+            la = index.pattern_length(pid)
             events = index.events_of(pid)
-            flat = [s for ev in events for s in ev]
+            flat = [s for ev_ in events for s in ev_]
             if token_mode:
                 similarity = 2.0 * 1 / (la + 1)
             else:
                 similarity = ratio(" ".join(flat), x) / 100
             evidence = 1 / la
-            confidence = 1.0
-            snr = 1.0
-            weighted = (None, None, None, None)
-            ev, co, sn = evidence, confidence, snr
-            if affinity is not None:
-                weighted = weighted_metrics(index, affinity, [x], [x], flat, [x], [])
-                ev, co, sn = weighted[1], weighted[2], weighted[3]
-            potential = (ev + co) * sn + 1.0
+            weighted = weighted_of.get(pid, (None, None, None, None))
             freq = index.frequency[pid] if index.frequency[pid] > 0 else 1
-            rows.append((index.names[pid], potential, SingleSymbolPrediction(
+            out.append(SingleSymbolPrediction(
                 index.names[pid], events, la, freq, index.emotives_of(pid),
-                [x], [], [x], [], flat[1:], [], similarity, evidence, confidence, snr, 0, [],
-                potential, *weighted)))
-        rows.sort(key=lambda r: r[0])
-        rows.sort(key=lambda r: r[1], reverse=True)
-        return [r[2] for r in rows[: self.config.max_predictions]]
+                [x], [], [x], [], flat[1:], [], similarity, evidence, 1.0, 1.0, 0, [],
+                ranks[t].potential, *weighted))
+        return out
 
 
 def weighted_metrics(PatternIndex index, str emotive, list matches, list state,
