@@ -21,7 +21,7 @@ from bench.corpus import build_kb, rss_bytes
 _KBS: dict[int, object] = {}
 _BUILDS: list[tuple[int, float, int]] = []
 _SUMMARY: list[tuple[str, str, float, float, float]] = []
-_FIGURES: list[tuple[str, str, str]] = []   # (what, size, figure) of one-shot measurements
+_FIGURES: dict[str, list[tuple[str, str, str]]] = {}   # section -> (what, size, figure) of one-shot measurements
 
 
 def pytest_addoption(parser):
@@ -75,10 +75,11 @@ def record(benchmark):
 
 @pytest.fixture
 def report():
-    """``report(what, size, figure)``: a one-shot figure for the "server storage" summary."""
+    """``report(what, size, figure, section=...)``: a one-shot figure for the summary
+    (section "server storage (ClickHouse + Redis)" unless another is named)."""
 
-    def add(what: str, size: str, figure: str) -> None:
-        _FIGURES.append((what, size, figure))
+    def add(what: str, size: str, figure: str, section: str = "server storage (ClickHouse + Redis)") -> None:
+        _FIGURES.setdefault(section, []).append((what, size, figure))
 
     return add
 
@@ -94,9 +95,9 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"{'metric':<30}{'size':>14}{'median':>14}{'p99':>14}{'ops/s':>14}")
         for label, size, median, p99, ops in _SUMMARY:
             tr.write_line(f"{label:<30}{size:>14}{_time(median):>14}{_time(p99):>14}{ops:>14,.0f}")
-    if _FIGURES:
-        tr.section("server storage (ClickHouse + Redis)")
-        for what, size, figure in _FIGURES:
+    for section, figures in _FIGURES.items():
+        tr.section(section)
+        for what, size, figure in figures:
             tr.write_line(f"{what:<52}{size:>12}  {figure}")
     if _BUILDS:
         tr.section("knowledge bases built")

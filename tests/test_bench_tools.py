@@ -46,3 +46,21 @@ def test_loadtest_script_runs_headless_and_writes_reports(tmp_path):
     stats = next(tmp_path.glob("*_stats.csv")).read_text()
     for route in ("POST /sessions/[id]/observe", "GET /sessions/[id]/predictions", "POST /sessions/[id]/learn"):
         assert route in stats
+
+
+def test_bible_corpus_is_every_kjv_verse_as_words_split_by_position():
+    from bench import bible
+    from engine import EngineConfig, KnowledgeBase
+
+    verses = bible.verses()
+    assert len(verses) == 31_102
+    assert verses[0] == ["in", "the", "beginning", "god", "created", "the", "heaven", "and", "the", "earth"]
+    train, test = bible.split(verses, every=10)
+    assert len(test) == 3110 and test[0] == verses[9] and len(train) + len(test) == len(verses)
+    kb = KnowledgeBase("bible-smoke")
+    for record in bible.records(verses[:50]):
+        kb.apply(record)
+    pairs = bible.cuts([verses[0]], window=3, stride=4)
+    assert pairs[0] == ([["in"]], "the") and pairs[1] == ([["beginning"], ["god"], ["created"]], "the")
+    accuracy, coverage = bible.next_word_accuracy(kb, pairs, EngineConfig())
+    assert accuracy == 1.0 and coverage == 1.0   # a learned verse predicts its own next words
