@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["Connection", "throughput", "post", "get", "percentile", "free_port", "serve", "split_url"]
+__all__ = ["Connection", "throughput", "post", "get", "percentile", "free_port", "serve", "split_url",
+           "listeners"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,6 +138,18 @@ def percentile(values: list[float], q: float) -> float:
     return data[min(len(data) - 1, int(len(data) * q))]
 
 
+def listeners(port: int) -> int:
+    """Sockets listening on 127.0.0.1:``port`` (Linux ``/proc``): one per ready worker.
+
+    ``kato serve --workers N`` answers /health as soon as one worker is up; a client
+    that connects before every worker listens would put all its connections on the
+    first one.
+    """
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as fh:
+        return sum(1 for line in fh.readlines()[1:] if line.split()[1] == wanted and line.split()[3] == "0A")
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -146,15 +159,18 @@ def free_port() -> int:
 
 @contextmanager
 def serve(data_dir: Path, port: int | None = None, env: dict[str, str] | None = None,
-          timeout: float = 60.0) -> Iterator[int]:
-    """Run ``kato serve`` on 127.0.0.1 (one worker, embedded storage in ``data_dir``).
+          timeout: float = 60.0, workers: int = 1) -> Iterator[int]:
+    """Run ``kato serve`` on 127.0.0.1 (embedded storage in ``data_dir``, ``workers`` processes).
 
     Yields the port once ``/health`` answers; terminates the server on exit.
     """
     port = port or free_port()
     environ = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "web.cli", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--data-dir", str(data_dir)], cwd=ROOT, env=environ)
+    command = [sys.executable, "-m", "web.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--data-dir", str(data_dir)]
+    if workers != 1:
+        command += ["--workers", str(workers)]
+    proc = subprocess.Popen(command, cwd=ROOT, env=environ)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -167,6 +183,10 @@ def serve(data_dir: Path, port: int | None = None, env: dict[str, str] | None = 
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise
                 time.sleep(0.1)
+        while listeners(port) < workers:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"only {listeners(port)} of {workers} workers listen on port {port}")
+            time.sleep(0.1)
         yield port
     finally:
         proc.terminate()

@@ -15,6 +15,7 @@ class StorageSettings(Protocol):
 
     storage: str
     data_dir: str
+    workers: int
     session_ttl: int
     redis_url: str | None
     clickhouse_host: str
@@ -37,6 +38,9 @@ def open_stores(settings: StorageSettings) -> Stores:
     ``embedded`` (the default): in-process sessions, SQLite patterns at
     ``<data_dir>/patterns.sqlite3``, local-mode Qdrant at ``<data_dir>/qdrant``.
     ``embedded`` with ``data_dir == ":memory:"`` keeps everything in memory (tests).
+    ``embedded`` with ``workers > 1``: the worker processes share sessions
+    (``<data_dir>/sessions.sqlite3``) and vectors (rows of the learn log), since
+    process memory and local Qdrant cannot be shared.
     ``external``: sessions in Redis, patterns in ClickHouse + Redis, vectors in
     Qdrant, shared by every process on them (:func:`open_external_stores`).
     Raises ValueError for an unknown kind.
@@ -55,6 +59,12 @@ def open_stores(settings: StorageSettings) -> Stores:
     else:
         root = Path(settings.data_dir)
         patterns = SqlitePatternStore(root / "patterns.sqlite3")
+        if settings.workers > 1:
+            from storage.sqlite import LoggedVectorStore
+            from storage.sqlite_sessions import SqliteSessionStore
+
+            return Stores(sessions=SqliteSessionStore(root / "sessions.sqlite3"), patterns=patterns,
+                          vectors=LoggedVectorStore(patterns))
         try:
             vectors = QdrantStore(path=root / "qdrant", backend="qdrant_local")
         except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from storage.base import BackendHealth, StoreUnavailable
@@ -44,10 +45,19 @@ def test_store_outage_is_503_naming_the_backend_and_loses_nothing(client, sessio
     for s in ("a", "b"):
         client.post(f"/sessions/{sid}/observe", json={"strings": [s]})
 
-    async def down(kb_id, learned):
-        raise StoreUnavailable("sqlite", "disk I/O error")
+    class FailingWrites:
+        """The learn log's connection, failing every insert as a broken disk would."""
 
-    monkeypatch.setattr(client.app.state.kato.stores.patterns, "append", down)
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return self.db.execute(sql, *args)
+
+    patterns = client.app.state.kato.stores.patterns
+    monkeypatch.setattr(patterns, "_db", FailingWrites(patterns._db))
     resp = client.post(f"/sessions/{sid}/learn")
     assert resp.status_code == 503 and resp.json() == {"detail": "sqlite unavailable: disk I/O error"}
     monkeypatch.undo()

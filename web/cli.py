@@ -1,4 +1,5 @@
-"""``kato serve``: run the service with uvicorn (one worker on the embedded default).
+"""``kato serve``: run the service with uvicorn; ``--workers N`` (``KATO_WORKERS``) runs
+N processes behind one port, sharing the embedded stores of the data directory.
 
 ``kato backup`` / ``kato restore``: one knowledge base to / from one file, straight
 on the configured stores (web/backup.py); a running server offers the same as
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default KATO_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default KATO_PORT or 8000)")
     serve.add_argument("--data-dir", help="embedded storage directory (default KATO_DATA_DIR or var/kato)")
+    serve.add_argument("--workers", type=int, help="server processes (default KATO_WORKERS or 1)")
     for name, help_text in (("backup", "write one node's knowledge base to a file (server stopped, if embedded)"),
                             ("restore", "make a backup file the knowledge base of a node")):
         cmd = sub.add_parser(name, help=help_text)
@@ -43,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from web.logging import uvicorn_log_config
     from web.settings import Settings, SettingsError
 
+    # Workers read their settings from the environment (uvicorn starts them afresh).
     if args.data_dir:
         os.environ["KATO_DATA_DIR"] = args.data_dir
+    if args.workers is not None:
+        os.environ["KATO_WORKERS"] = str(args.workers)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -52,14 +57,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = msgspec.structs.replace(settings, host=args.host or settings.host,
                                        port=args.port or settings.port)
+    options = dict(host=settings.host, port=settings.port, workers=settings.workers,
+                   log_config=uvicorn_log_config(settings.log_level, settings.log_format),
+                   access_log=False, timeout_graceful_shutdown=10)
+    if settings.workers > 1:
+        from web.workers import run_workers
+
+        del options["host"], options["port"], options["workers"]
+        return run_workers(settings.workers, settings.host, settings.port, options)
     from web.app import create_app
 
     app = create_app(settings)
     app.on_startup.append(_freeze_startup_heap)  # runs after the lifespan opened the stores
-    uvicorn.run(app, host=settings.host, port=settings.port, workers=1,
-                log_config=uvicorn_log_config(settings.log_level, settings.log_format),
-                access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.run(app, **options)
     return 0
+
+
+def worker_app() -> object:
+    """The app of one ``kato serve --workers N`` process (uvicorn's factory); settings from the environment."""
+    from web.app import create_app
+
+    app = create_app()
+    app.on_startup.append(_freeze_startup_heap)
+    return app
 
 
 def _freeze_startup_heap(app: object) -> None:

@@ -27,10 +27,12 @@ class Runtime:
         self.sessions = stores.sessions
         self.kbs = KnowledgeBases(stores.patterns, stores.vectors)
         self.resolver = ConfigResolver(settings.engine)
-        # Shared stores commit a learn inside the engine call (storage/shared.py), so
-        # every call that may learn runs on a worker thread.
+        # Shared stores commit a learn inside the engine call; one that waits for its
+        # own event loop to commit (storage/shared.py) needs every call that may learn
+        # on a worker thread. The SQLite log commits on the calling thread.
+        blocking = self.kbs.shared and not getattr(stores.patterns, "commits_inline", False)
         self.offload = Offloader(settings.inline_budget_ms, frozenset(("observe", "sequence", "learn", "finalize"))
-                                 if self.kbs.shared else frozenset())
+                                 if blocking else frozenset())
         self.metrics = Metrics(ResourceSampler(settings.data_dir))
         self.events = EventHub()
         self.started = time.time()

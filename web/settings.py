@@ -5,7 +5,9 @@ case-insensitively) with three decisions of ours: the server listens on
 ``127.0.0.1:8000`` by default (``KATO_HOST``/``KATO_PORT``, ``PORT`` as fallback)
 so a fresh ``kato serve`` is not exposed on the network; logs are JSON unless
 ``LOG_FORMAT=human``; ``MAX_SESSIONS`` is accepted as an alias of
-``KATO_MAX_SESSIONS``. Ours too: the input limits ``KATO_MAX_*`` (web/limits.py)
+``KATO_MAX_SESSIONS``; ``KATO_WORKERS`` (``kato serve --workers``) is the number of
+server processes, which on the embedded default switches sessions and vectors to
+the shared SQLite stores (storage/factory.py). Ours too: the input limits ``KATO_MAX_*`` (web/limits.py)
 and the rate limit ``KATO_RATE_LIMIT`` (requests per second per API key or client,
 0 = off; web/ratelimit.py). Out-of-range values stop the server at start-up with a
 message naming the variable (:class:`SettingsError`).
@@ -40,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "json"
     storage: str = "embedded"
     data_dir: str = "var/kato"
+    workers: int = 1
     engine: EngineConfig = EngineConfig()
     session_ttl: int = 3600
     session_auto_extend: bool = True
@@ -86,6 +89,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             log_format=r.choice("LOG_FORMAT", "json", ("json", "human")),
             storage=r.choice("KATO_STORAGE", _storage_default(r), ("embedded", "external")),
             data_dir=r.text("KATO_DATA_DIR", "var/kato"),
+            workers=r.integer("KATO_WORKERS", 1, 1, 64),
             engine=engine,
             session_ttl=r.integer("SESSION_TTL", 3600, 60, 86400),
             session_auto_extend=r.boolean("SESSION_AUTO_EXTEND", True),
@@ -111,6 +115,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             qdrant_path=r.text("KATO_QDRANT_PATH", "") or None,
             api_key=r.text("KATO_API_KEY", "") or None,  # web/auth.py: unset = open API
         )
+        if settings.workers > 1 and settings.storage == "embedded" and settings.data_dir == ":memory:":
+            raise SettingsError("KATO_WORKERS above 1 needs KATO_DATA_DIR on disk: workers share it")
         return settings
 
 

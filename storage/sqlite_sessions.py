@@ -1,0 +1,312 @@
+"""Sessions in SQLite, shared by the worker processes of one data directory.
+
+The embedded default with several workers (``kato serve --workers N``): any worker
+may receive any request of any session, so sessions live in
+``<data_dir>/sessions.sqlite3`` (WAL) instead of process memory. One row per
+session: the scalars the TTL rules touch on every access (``expires_at``,
+``last_accessed``, ``access_count``, ``ttl_seconds``) are columns, updated in
+place; the rest of the record is a msgpack body written by ``save``. A worker
+keeps the decoded body of the sessions it served and decodes again only when the
+stored bytes differ (another worker saved the session meanwhile), so a session
+that stays on one connection costs one row read per ``get``, no decode.
+
+The per-session lock spans processes: an ``asyncio.Lock`` per session inside the
+process (FIFO), then an ``fcntl`` byte-range lock on ``sessions.sqlite3.lock`` at an
+offset derived from the session id, polled without blocking the event loop (waiters
+of *different* processes are served in no particular order). A process that dies
+releases its locks with it. Writers of the table hold an exclusive lock on byte 0
+of the same file, so concurrent writes queue in the kernel instead of SQLite's
+busy handler sleeping on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine import PendingVector, Prediction, SessionState, SingleSymbolPrediction
+from storage.base import BackendHealth, SessionBusy, StoreUnavailable
+from storage.records import SessionRecord
+
+__all__ = ["SqliteSessionStore"]
+
+# As in storage/memory.py: an expired session stays answerable as "expired" by
+# /exists this long before the sweep deletes its row.
+EXPIRED_GRACE_SECONDS = 300.0
+SWEEP_SECONDS = 60.0
+CACHED_BODIES = 4096      # decoded bodies kept per process
+LOCK_POLL_FIRST = 0.0005  # seconds between tries of a session lock held by another process; doubles
+LOCK_POLL_MAX = 0.01
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id    TEXT    PRIMARY KEY,
+    expires_at    REAL    NOT NULL,
+    last_accessed REAL    NOT NULL,
+    access_count  INTEGER NOT NULL,
+    ttl_seconds   INTEGER NOT NULL,
+    body          BLOB    NOT NULL
+) WITHOUT ROWID;
+"""
+_COLUMNS = "expires_at, last_accessed, access_count, ttl_seconds, body"
+
+
+class _Body(msgspec.Struct, array_like=True):
+    """Everything of a SessionRecord but the column scalars.
+
+    Predictions are stored by kind: one engine call yields predictions of one path
+    only (general or single-symbol, engine.md §3.9), and msgspec cannot decode an
+    untagged union of the two.
+    """
+
+    session_id: str
+    node_id: str
+    kb_id: str
+    created_at: float
+    metadata: dict[str, Any]
+    overrides: dict[str, Any]
+    config_version: int
+    config_updated_at: float
+    percept_data: dict[str, Any]
+    stm: list[list[str]]
+    emotives_accumulator: list[dict[str, float]]
+    metadata_accumulator: list[dict[str, Any]]
+    time: int
+    pending_vectors: list[PendingVector]
+    predictions: list[Prediction]
+    single_predictions: list[SingleSymbolPrediction]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Body)
+
+
+def _encode(rec: SessionRecord) -> bytes:
+    st = rec.state
+    preds = st.predictions
+    single = bool(preds) and isinstance(preds[0], SingleSymbolPrediction)
+    return _encoder.encode(_Body(
+        rec.session_id, rec.node_id, rec.kb_id, rec.created_at, rec.metadata, rec.overrides, rec.config_version,
+        rec.config_updated_at, rec.percept_data, st.stm, st.emotives_accumulator, st.metadata_accumulator,
+        st.time, st.pending_vectors, [] if single else preds, preds if single else []))  # type: ignore[arg-type]
+
+
+def _decode(raw: bytes) -> SessionRecord:
+    b = _decoder.decode(raw)
+    state = SessionState(stm=b.stm, emotives_accumulator=b.emotives_accumulator,
+                         metadata_accumulator=b.metadata_accumulator, time=b.time,
+                         pending_vectors=b.pending_vectors, predictions=b.predictions or b.single_predictions)
+    return SessionRecord(session_id=b.session_id, node_id=b.node_id, kb_id=b.kb_id, created_at=b.created_at,
+                         last_accessed=0.0, expires_at=0.0, ttl_seconds=0, metadata=b.metadata,
+                         overrides=b.overrides, config_version=b.config_version,
+                         config_updated_at=b.config_updated_at, state=state, percept_data=b.percept_data)
+
+
+class SqliteSessionStore:
+    """Session rows in ``sessions.sqlite3``; locks across processes with ``fcntl``."""
+
+    backend = "sqlite_sessions"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()   # the connection (the metrics sampler may run elsewhere)
+        self._bodies: dict[str, tuple[bytes, SessionRecord]] = {}
+        self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        self._last_sweep = 0.0
+        try:
+            self._fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout=10000")
+            with self._writing() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(self.backend, str(exc)) from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The connection, with the table's write lock held (each statement commits by itself)."""
+        with self._lock:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(self.backend, str(exc)) from exc
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+
+    def _record(self, session_id: str, row: tuple[float, float, int, int, bytes]) -> SessionRecord:
+        expires_at, last_accessed, access_count, ttl, body = row
+        cached = self._bodies.get(session_id)
+        if cached is None or cached[0] != body:
+            cached = (body, _decode(body))
+            if len(self._bodies) >= CACHED_BODIES:
+                del self._bodies[next(iter(self._bodies))]
+            self._bodies[session_id] = cached
+        return msgspec.structs.replace(cached[1], expires_at=expires_at, last_accessed=last_accessed,
+                                       access_count=access_count, ttl_seconds=ttl)
+
+    def _remember(self, rec: SessionRecord, body: bytes) -> None:
+        if len(self._bodies) >= CACHED_BODIES and rec.session_id not in self._bodies:
+            del self._bodies[next(iter(self._bodies))]
+        self._bodies[rec.session_id] = (body, rec)
+
+    async def create(self, record: SessionRecord) -> None:
+        """Store a new session."""
+        body = _encode(record)
+        with self._writing() as db:
+            db.execute(f"INSERT OR REPLACE INTO sessions (session_id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                       (record.session_id, record.expires_at, record.last_accessed, record.access_count,
+                        record.ttl_seconds, body))
+        self._remember(record, body)
+        self._maybe_sweep(record.created_at)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        """The live session or None; never slides the TTL."""
+        try:
+            with self._lock:
+                row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?",
+                                       (session_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(self.backend, str(exc)) from exc
+        if row is None or time.time() > row[0]:
+            return None
+        return self._record(session_id, row)
+
+    async def touch(self, session_id: str, now: float, extend: bool) -> SessionRecord | None:
+        """Count an access; slide the expiry when ``extend``. None if not live."""
+        with self._writing() as db:
+            row = db.execute(
+                "UPDATE sessions SET last_accessed = ?1, access_count = access_count + 1, "
+                "expires_at = CASE WHEN ?2 THEN ?1 + ttl_seconds ELSE expires_at END "
+                f"WHERE session_id = ?3 AND expires_at >= ?1 RETURNING {_COLUMNS}",
+                (now, extend, session_id)).fetchone()
+        return None if row is None else self._record(session_id, row)
+
+    async def probe(self, session_id: str) -> tuple[bool, bool]:
+        """``(exists, expired)``; an expired session is deleted by this call."""
+        with self._writing() as db:
+            row = db.execute("SELECT expires_at FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+            if row is None:
+                return False, False
+            if time.time() > row[0]:
+                db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+                self._bodies.pop(session_id, None)
+                return False, True
+        return True, False
+
+    async def save(self, record: SessionRecord) -> None:
+        """Replace the stored record (a no-op if the session was deleted meanwhile)."""
+        body = _encode(record)
+        with self._writing() as db:
+            changed = db.execute(
+                "UPDATE sessions SET expires_at = ?, last_accessed = ?, access_count = ?, ttl_seconds = ?, body = ? "
+                "WHERE session_id = ?", (record.expires_at, record.last_accessed, record.access_count,
+                                         record.ttl_seconds, body, record.session_id)).rowcount
+        if changed:
+            self._remember(record, body)
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove a session; False when it was not live."""
+        with self._writing() as db:
+            row = db.execute("DELETE FROM sessions WHERE session_id = ? RETURNING expires_at",
+                             (session_id,)).fetchone()
+        self._bodies.pop(session_id, None)
+        return row is not None and time.time() <= row[0]
+
+    async def count(self) -> int:
+        """Exact number of live sessions (a scan of the table)."""
+        now = time.time()
+        self._maybe_sweep(now)
+        try:
+            with self._lock:
+                return self._db.execute("SELECT count(*) FROM sessions WHERE expires_at >= ?", (now,)).fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(self.backend, str(exc)) from exc
+
+    @asynccontextmanager
+    async def lock(self, session_id: str, timeout: float) -> AsyncIterator[None]:
+        """Hold the session's lock across processes; SessionBusy after ``timeout`` seconds."""
+        offset = 1 + zlib.crc32(session_id.encode())
+        entry = self._locks.get(offset)
+        if entry is None:
+            entry = self._locks[offset] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            if lock.locked():
+                try:
+                    await asyncio.wait_for(lock.acquire(), timeout)
+                except TimeoutError:
+                    raise SessionBusy(session_id) from None
+            else:
+                await lock.acquire()
+            try:
+                delay = LOCK_POLL_FIRST
+                while not self._try_lock(offset):
+                    if loop.time() >= deadline:
+                        raise SessionBusy(session_id)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, LOCK_POLL_MAX)
+                try:
+                    yield
+                finally:
+                    fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
+            finally:
+                lock.release()
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                self._locks.pop(offset, None)
+
+    def _try_lock(self, offset: int) -> bool:
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+
+    async def ping(self) -> BackendHealth:
+        """Run ``SELECT 1``; reports the error text instead of raising."""
+        start = time.perf_counter()
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            return BackendHealth(ok=False, latency_ms=_ms(start), error=str(exc))
+        return BackendHealth(ok=True, latency_ms=_ms(start))
+
+    async def close(self) -> None:
+        """Close the file (the sessions stay for the next start)."""
+        with self._lock:
+            self._db.close()
+            os.close(self._fd)
+
+    def _maybe_sweep(self, now: float) -> None:
+        if now - self._last_sweep < SWEEP_SECONDS:
+            return
+        self._last_sweep = now
+        with self._writing() as db:
+            db.execute("DELETE FROM sessions WHERE expires_at < ?", (now - EXPIRED_GRACE_SECONDS,))
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
