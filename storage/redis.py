@@ -72,6 +72,7 @@ class RedisConnector:
         self.socket_timeout = socket_timeout
         self._client: aioredis.Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._retrying: set[asyncio.Task] = set()   # releases retried after an outage
 
     def _new_client(self, max_connections: int | None = None, socket_timeout: float | None = None) -> aioredis.Redis:
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -111,6 +112,35 @@ class RedisConnector:
         except RedisError as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
+    async def release(self, key: str, token: str, lease_ms: int) -> None:
+        """Delete the lock ``key`` iff ``token`` still holds it (see :meth:`settle`)."""
+        await self.settle(lambda r: r.eval(_RELEASE, 1, key, token), lease_ms)
+
+    async def settle(self, fn: Callable[[aioredis.Redis], Awaitable[Any]], lease_ms: int) -> None:
+        """Run ``fn`` (a lock release) now; if Redis cannot serve it, retry in the background
+        every ``RELEASE_RETRY_SECONDS`` until it succeeds or ``lease_ms`` passed. Never raises
+        StoreUnavailable: without the retries a lock whose release met an outage would block
+        its key for the rest of its lease after Redis recovers, though its holder is long done."""
+        try:
+            await self.run(fn)
+            return
+        except StoreUnavailable:
+            pass
+        deadline = time.monotonic() + lease_ms / 1000.0
+
+        async def retry() -> None:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(RELEASE_RETRY_SECONDS)
+                try:
+                    await self.run(fn)
+                    return
+                except StoreUnavailable:
+                    continue
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
     async def ping(self) -> BackendHealth:
         """PING; reports the error text instead of raising."""
         start = time.perf_counter()
@@ -121,7 +151,10 @@ class RedisConnector:
         return BackendHealth(ok=True, latency_ms=_ms(start))
 
     async def close(self) -> None:
-        """Close the pool of the current loop (connections of a finished loop are dropped)."""
+        """Stop retrying releases (their leases expire on their own); close the pool of the
+        current loop (connections of a finished loop are dropped)."""
+        for task in list(self._retrying):
+            task.cancel()
         client, self._client = self._client, None
         if client is None:
             return
@@ -253,7 +286,6 @@ class RedisSessionStore:
         self.default_ttl = default_ttl
         self._owns = owns_connector
         self._local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-        self._releasing: set[asyncio.Task] = set()   # lock releases retried after an outage
         self._last_prune = 0.0
 
     @staticmethod
@@ -386,37 +418,13 @@ class RedisSessionStore:
                     renew.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await renew
-                    try:
-                        await self.redis.run(
-                            lambda r: r.eval(_RELEASE, 1, SESSION_PREFIX + "lock:" + session_id, token))
-                    except StoreUnavailable:
-                        self._release_later(session_id, token)
+                    await self.redis.release(SESSION_PREFIX + "lock:" + session_id, token, LOCK_LEASE_MS)
             finally:
                 local.release()
         finally:
             users[0] -= 1
             if not users[0]:
                 self._local.pop(session_id, None)
-
-    def _release_later(self, session_id: str, token: str) -> None:
-        """Keep releasing a lock whose release met a Redis outage, until Redis is back or
-        the lease ran out: otherwise the session stays blocked for the rest of the lease
-        (30 s) after Redis recovers, though its holder is long done."""
-        key = SESSION_PREFIX + "lock:" + session_id
-        deadline = time.monotonic() + LOCK_LEASE_MS / 1000.0
-
-        async def retry() -> None:
-            while time.monotonic() < deadline:
-                await asyncio.sleep(RELEASE_RETRY_SECONDS)
-                try:
-                    await self.redis.run(lambda r: r.eval(_RELEASE, 1, key, token))
-                    return
-                except StoreUnavailable:
-                    continue
-
-        task = asyncio.get_running_loop().create_task(retry())
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
 
     async def _acquire(self, session_id: str, token: str, deadline: float) -> None:
         key = SESSION_PREFIX + "lock:" + session_id
@@ -443,9 +451,7 @@ class RedisSessionStore:
         return await self.redis.ping()
 
     async def close(self) -> None:
-        """Stop retrying releases (their leases expire on their own); close the pool when owned."""
-        for task in list(self._releasing):
-            task.cancel()
+        """Close the pool when owned."""
         if self._owns:
             await self.redis.close()
 
