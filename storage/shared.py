@@ -31,6 +31,31 @@ returns once the applier reached the learn's generation. Hence every process
 holds exactly the same knowledge base as every other and as a rebuild would,
 down to emotive-window order and the last bit of affinity sums.
 
+Group commit (what makes a learn cost a fraction of its round trips): worker
+threads do not commit one learn each. ``apply`` prepares its learn on the calling
+thread (script fields, stream payload, and the ClickHouse row of a pattern new to
+this process), queues it on its knowledge base and blocks; the event loop turns
+everything queued into one batch, with at most ``MAX_BATCHES`` batches in flight
+per knowledge base (the rest keep queueing, so batches grow with the load). A
+batch runs steps 1–2 for all its learns at once: one claim script for all its
+new patterns, their rows in one ClickHouse insert, then one learn script per
+``LEARN_CHUNK`` learns. That script decides and applies each learn in list order
+exactly as the one-learn script would — its own generation, its own stream entry —
+and only sums the writes no learn of the batch reads (symbol counters, symbol
+sets, totals). A learn the script refuses (its stored metadata changed since the
+batch read it, or the pattern vanished in a clear-all) retries in the next call;
+concurrent learns have no order among themselves, so that is the order it lands
+in. A learn whose new pattern another caller is writing waits for it in a later
+batch. Then one catch-up applies the stream up to the batch's last generation,
+the batch's own learns straight from memory (the script's reply gave their
+generations; nothing to read back), and every learner of the batch is woken
+with its frequency, or with the error that failed it. Nothing is acknowledged
+before its row is in ClickHouse and its learn script committed; a Redis failure
+fails every unacknowledged learn of the batch with 503, and a claim whose release
+met the outage is released as soon as Redis is back (not after its lease).
+``append`` (import) commits the same way but strictly in its order: the script
+stops at the first refused learn.
+
 Keeping in step: a background follower blocks on ``XREAD`` over the streams of
 the open knowledge bases and applies new entries as they arrive (about a
 millisecond behind), and :meth:`SharedPatternStore.sync` — called by the web
@@ -53,6 +78,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Coroutine, Sequence
@@ -80,6 +106,9 @@ STREAM_MAXLEN = 10_000      # entries kept per knowledge base; a process further
 CLAIM_LEASE_MS = 30_000     # a crashed row writer blocks that one new pattern at most this long
 WAIT_TIMEOUT = 60.0         # longest a learn waits on a claim, a clear-all or its own application
 FOLLOW_BLOCK_MS = 1000
+FOLLOW_BUSY_PAUSE = 0.005   # how often the follower looks at a knowledge base this process is learning into
+MAX_BATCHES = 2             # batches of learns in flight per knowledge base (the rest queue up)
+LEARN_CHUNK = 256           # learns per learn-script call: bounds how long one call holds Redis
 
 
 class Change(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -89,23 +118,25 @@ class Change(msgspec.Struct, array_like=True, omit_defaults=True):
     learned: LearnedPattern | None = None
 
 
-_change_encoder = msgspec.msgpack.Encoder()
+_encoder = msgspec.msgpack.Encoder()
 _change_decoder = msgspec.msgpack.Decoder(Change)
 
 # --------------------------------------------------------------------- scripts
 
-# KEYS: 1 frequency 2 emotives 3 metadata 4 kbgen 5 stream 6 patterns 7 symbols:freq 8 symbols:pmf
-#       9 total_symbols 10 total_pattern_frequencies 11 total_unique 12 kbclear 13 kbepoch
-#       14 affinity_order 15 the row claim (deleted when ARGV[16] owns it). Per-symbol keys
-#       ({kb_id}:symbol_to_patterns:s, {kb_id}:affinity:s) are built here from ARGV[15],
-#       the KB prefix: a learn touches dozens of them and
-#       passing each one would double what every learn sends (standalone Redis; not Cluster).
-# ARGV: 1 name 2 length 3 persistence 4 row epoch ('' = no row written by the caller)
-#       5 new-pattern emotives JSON 6 number of new emotive entries 7 new-pattern metadata JSON
+# KEYS: 1 kbgen 2 stream 3 patterns 4 symbols:freq 5 symbols:pmf 6 total_symbols
+#       7 total_pattern_frequencies 8 total_unique 9 kbclear 10 kbepoch 11 affinity_order
+# ARGV: 1 KB key prefix 2 stream maxlen 3 claim token ('' = none) 4 ordered (1/0)
+#       5 the learns (msgpack: one array per learn, fields below), then one change payload per learn.
+# A learn: 1 name 2 length 3 persistence 4 row epoch ('' = no row written by the caller)
+#       5 new-pattern emotives JSON 6 new emotive entries (JSON each) 7 new-pattern metadata JSON
 #       8 expected stored metadata ('' = unknown) 9 merged metadata JSON 10 has metadata (1/0)
-#       11 change payload 12 stream maxlen 13 n symbols 14 m averaged emotives 15 KB key prefix
-#       16 claim token ('' = none),
-#       then n (symbol, count) pairs, then the new emotive entries (JSON each), then m (key, value) pairs
+#       11 {symbol, count, ...} 12 {emotive, averaged value, ...}
+# Per-pattern and per-symbol keys are built here from the KB prefix: a batch touches
+# thousands of them (standalone Redis; not Cluster). Each learn is decided and applied
+# in list order exactly as if it ran alone; only the writes no learn of the batch reads
+# (symbol counters, symbol_to_patterns, totals, stream trimming) are summed per batch.
+# Replies one entry per learn: {frequency, generation}, {'meta', stored metadata},
+# {'need_row'} or, after the first of those when ordered, {'skip'}; or {'clearing'}.
 _LEARN = r"""
 local function split_top(s)
   local out, depth, instr, esc, start = {}, 0, false, false, 1
@@ -124,77 +155,129 @@ local function split_top(s)
   end
   return out
 end
-if redis.call('EXISTS', KEYS[12]) == 1 then return {'clearing'} end
-local name, length, persistence = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local n, m, n_emo = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[6])
-local prefix = ARGV[15]
-local freq = redis.call('GET', KEYS[1])
-local is_new = not freq
-if is_new then
-  local epoch = redis.call('GET', KEYS[13]) or '0'
-  if ARGV[4] ~= epoch then return {'need_row'} end
-elseif ARGV[10] == '1' then
-  local current = redis.call('GET', KEYS[3]) or '{}'
-  if ARGV[8] ~= current then return {'meta', current} end
-end
-local gen = redis.call('INCR', KEYS[4])
-if is_new then
-  freq = 1
-  redis.call('SET', KEYS[1], 1)
-  redis.call('SET', KEYS[2], ARGV[5])
-  redis.call('SET', KEYS[3], ARGV[7])
-  redis.call('ZADD', KEYS[6], gen, name)
-  redis.call('INCRBY', KEYS[10], 1)
-  redis.call('INCRBY', KEYS[11], 1)
-else
-  freq = redis.call('INCR', KEYS[1])
-  if n_emo > 0 or ARGV[10] == '1' then
-    local entries = split_top(redis.call('GET', KEYS[2]) or '[]')
-    for i = 1, n_emo do entries[#entries + 1] = ARGV[16 + 2 * n + i] end
-    local first = math.max(1, #entries - persistence + 1)
-    local kept = {}
-    for i = first, #entries do kept[#kept + 1] = entries[i] end
-    redis.call('SET', KEYS[2], '[' .. table.concat(kept, ', ') .. ']')
-    if ARGV[10] == '1' then redis.call('SET', KEYS[3], ARGV[9]) end
+if redis.call('EXISTS', KEYS[9]) == 1 then return {'clearing'} end
+local prefix, token, ordered = ARGV[1], ARGV[3], ARGV[4] == '1'
+local learns = cmsgpack.unpack(ARGV[5])
+local epoch = redis.call('GET', KEYS[10]) or '0'
+local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
+local first_gen = gen
+local sym_freq, sym_pmf, members, order = {}, {}, {}, {}
+local total_length, new_patterns = 0, 0
+local out = {}
+for idx, l in ipairs(learns) do
+  local name, persistence, entries, counts, averaged = l[1], l[3], l[6], l[11], l[12]
+  local fkey, ekey, mkey = prefix .. 'frequency:' .. name, prefix .. 'emotives:' .. name, prefix .. 'metadata:' .. name
+  local has_meta = l[10] == 1
+  local freq = redis.call('GET', fkey)
+  local is_new = not freq
+  local refused
+  if is_new then
+    if l[4] ~= epoch then refused = {'need_row'} end
+  elseif has_meta then
+    local current = redis.call('GET', mkey) or '{}'
+    if l[8] ~= current then refused = {'meta', current} end
   end
-end
-for i = 1, n do
-  local sym, count = ARGV[15 + 2 * i], ARGV[16 + 2 * i]
-  redis.call('HINCRBY', KEYS[7], sym, count)
-  redis.call('SADD', prefix .. 'symbol_to_patterns:' .. sym, name)
-  if is_new then redis.call('HINCRBY', KEYS[8], sym, 1) end
-end
-redis.call('INCRBY', KEYS[9], length)
-if m > 0 then
-  local base = 16 + 2 * n + n_emo
-  for i = 1, n do
-    local sym = ARGV[15 + 2 * i]
-    local key = prefix .. 'affinity:' .. sym
-    if redis.call('EXISTS', key) == 0 then redis.call('RPUSH', KEYS[14], sym) end
-    for j = 1, m do
-      local field = ARGV[base + 2 * j - 1]
-      local old = tonumber(redis.call('HGET', key, field) or '0')
-      redis.call('HSET', key, field, string.format('%.17g', old + tonumber(ARGV[base + 2 * j])))
+  if refused then
+    out[idx] = refused
+    if ordered then
+      for j = idx + 1, #learns do out[j] = {'skip'} end
+      break
     end
+  else
+    gen = gen + 1
+    if is_new then
+      freq = 1
+      redis.call('SET', fkey, 1)
+      redis.call('SET', ekey, l[5])
+      redis.call('SET', mkey, l[7])
+      redis.call('ZADD', KEYS[3], gen, name)
+      new_patterns = new_patterns + 1
+    else
+      freq = redis.call('INCR', fkey)
+      if #entries > 0 or has_meta then
+        local window = split_top(redis.call('GET', ekey) or '[]')
+        for i = 1, #entries do window[#window + 1] = entries[i] end
+        local kept = {}
+        for i = math.max(1, #window - persistence + 1), #window do kept[#kept + 1] = window[i] end
+        redis.call('SET', ekey, '[' .. table.concat(kept, ', ') .. ']')
+        if has_meta then redis.call('SET', mkey, l[9]) end
+      end
+    end
+    for i = 1, #counts, 2 do
+      local sym = counts[i]
+      if not sym_freq[sym] then
+        sym_freq[sym], sym_pmf[sym], members[sym] = 0, 0, {}
+        order[#order + 1] = sym
+      end
+      sym_freq[sym] = sym_freq[sym] + counts[i + 1]
+      local m = members[sym]
+      m[#m + 1] = name
+      if is_new then sym_pmf[sym] = sym_pmf[sym] + 1 end
+    end
+    total_length = total_length + l[2]
+    if #averaged > 0 then
+      for i = 1, #counts, 2 do
+        local sym = counts[i]
+        local key = prefix .. 'affinity:' .. sym
+        if redis.call('EXISTS', key) == 0 then redis.call('RPUSH', KEYS[11], sym) end
+        for j = 1, #averaged, 2 do
+          local field = averaged[j]
+          local old = tonumber(redis.call('HGET', key, field) or '0')
+          redis.call('HSET', key, field, string.format('%.17g', old + tonumber(averaged[j + 1])))
+        end
+      end
+    end
+    redis.call('XADD', KEYS[2], gen .. '-0', 'c', ARGV[5 + idx])
+    if l[4] ~= '' and token ~= '' then
+      local claim = prefix .. 'claim:' .. name
+      if redis.call('GET', claim) == token then redis.call('DEL', claim) end
+    end
+    out[idx] = {freq, gen}
   end
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[12], gen .. '-0', 'c', ARGV[11])
-if ARGV[16] ~= '' and redis.call('GET', KEYS[15]) == ARGV[16] then redis.call('DEL', KEYS[15]) end
-return {'ok', freq, gen}
-"""
-
-# KEYS: 1 frequency 2 claim 3 kbclear 4 kbepoch; ARGV: 1 token 2 lease ms
-_CLAIM = r"""
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'clearing'} end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {'won', redis.call('GET', KEYS[4]) or '0'}
+if gen > first_gen then
+  redis.call('SET', KEYS[1], gen)
+  for _, sym in ipairs(order) do
+    redis.call('HINCRBY', KEYS[4], sym, sym_freq[sym])
+    if sym_pmf[sym] > 0 then redis.call('HINCRBY', KEYS[5], sym, sym_pmf[sym]) end
+    redis.call('SADD', prefix .. 'symbol_to_patterns:' .. sym, unpack(members[sym]))
+  end
+  redis.call('INCRBY', KEYS[6], total_length)
+  if new_patterns > 0 then
+    redis.call('INCRBY', KEYS[7], new_patterns)
+    redis.call('INCRBY', KEYS[8], new_patterns)
+  end
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
 end
-return {'busy'}
+return out
 """
 
+# KEYS: 1 kbclear 2 kbepoch; ARGV: 1 KB key prefix 2 token 3 lease ms, then pattern names.
+# Reply: {'clearing'} or {'ok', clear epoch, one letter per name}: 'e' the pattern exists,
+# 'w' the caller holds its claim (now or already), 'b' someone else does.
+_CLAIM = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'clearing'} end
+local p, token = ARGV[1], ARGV[2]
+local codes = {}
+for i = 4, #ARGV do
+  local name = ARGV[i]
+  local claim = p .. 'claim:' .. name
+  if redis.call('EXISTS', p .. 'frequency:' .. name) == 1 then codes[#codes + 1] = 'e'
+  elseif redis.call('SET', claim, token, 'NX', 'PX', ARGV[3]) then codes[#codes + 1] = 'w'
+  elseif redis.call('GET', claim) == token then
+    redis.call('PEXPIRE', claim, ARGV[3])
+    codes[#codes + 1] = 'w'
+  else codes[#codes + 1] = 'b' end
+end
+return {'ok', redis.call('GET', KEYS[2]) or '0', table.concat(codes)}
+"""
+
+# ARGV: 1 KB key prefix 2 token, then pattern names: drop those claims the token still holds.
 _RELEASE = r"""
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+for i = 3, #ARGV do
+  local claim = ARGV[1] .. 'claim:' .. ARGV[i]
+  if redis.call('GET', claim) == ARGV[2] then redis.call('DEL', claim) end
+end
 return 0
 """
 
@@ -287,11 +370,83 @@ class _Keys:
     def of(self, kind: str, name: str) -> str:
         return f"{self.prefix}{kind}:{name}"
 
+    def learn(self) -> list[str]:
+        """The KEYS of the learn script."""
+        return [self.gen, self.stream, self.patterns, self.of("symbols", "freq"), self.of("symbols", "pmf"),
+                self.of("global", "total_symbols_in_patterns_frequencies"),
+                self.of("global", "total_pattern_frequencies"), self.of("global", "total_unique_patterns"),
+                self.clear, self.epoch, self.affinity_order]
+
+
+class _Learn:
+    """One learn on its way to Redis: the learn script's fields for it, prepared on the
+    learner's thread, and its outcome (``gen`` once committed, or ``error``)."""
+
+    __slots__ = ("record", "fields", "payload", "accumulated", "row", "needs_row", "busy", "deadline", "pause",
+                 "freq", "gen", "error", "done")
+
+    def __init__(self, kb_id: str, record: LearnedPattern, needs_row: bool, row: bool = False) -> None:
+        counts: dict[str, int] = {}
+        for event in record.events:
+            for sym in event:
+                counts[sym] = counts.get(sym, 0) + 1
+        flat_counts: list[Any] = []
+        for sym, count in counts.items():
+            flat_counts += (sym, count)
+        flat_averaged: list[Any] = []
+        if record.emotives:
+            for emotive, value in average_emotives(record.emotives).items():
+                flat_averaged += (emotive, repr(float(value)))
+        self.accumulated = accumulate_metadata(record.metadata) if record.metadata else {}
+        entries = [_dumps(e) for e in record.emotives]
+        self.record = record
+        self.fields: list[Any] = [
+            record.name, sum(counts.values()), record.persistence, "",
+            "[" + ", ".join(entries[-record.persistence:]) + "]", entries, _dumps(self.accumulated),
+            "", "", 1 if record.metadata else 0, flat_counts, flat_averaged]
+        self.payload = _encoder.encode(Change(kind="learn", learned=record))
+        # The row's filter columns cost as much as the rest: computed here, off the event loop.
+        self.row: tuple = (pattern_row(kb_id, record.name, record.events) if row
+                           else (kb_id, record.name, record.events))
+        self.needs_row = needs_row
+        self.busy = False
+        self.deadline = time.monotonic() + WAIT_TIMEOUT
+        self.pause = 0.002
+        self.freq = self.gen = 0
+        self.error: BaseException | None = None
+        self.done: threading.Lock | None = None
+
+    def restart(self, row_epoch: str) -> None:
+        """Commit as a new pattern whose row was written in clear epoch ``row_epoch`` ('' = none)."""
+        self.fields[3] = row_epoch
+
+    def stored_metadata(self, stored: str) -> None:
+        """Merge with the stored metadata the script reported (it commits iff that is still current)."""
+        self.fields[7] = stored
+        self.fields[8] = _dumps(merge_metadata(json.loads(stored), self.accumulated))
+
+    def wait(self) -> int:
+        """Block the learner's thread until the learn was applied here; its frequency."""
+        assert self.done is not None
+        if not self.done.acquire(timeout=WAIT_TIMEOUT * 2):
+            raise StoreUnavailable("redis", f"commit of {self.record.name} took over {WAIT_TIMEOUT * 2:.0f}s")
+        if self.error is not None:
+            raise self.error
+        return self.freq
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Wake the learner (event loop; once)."""
+        if error is not None and self.error is None:
+            self.error = error
+        done, self.done = self.done, None
+        if done is not None:
+            done.release()
+
 
 class _Attached:
     """A knowledge base this process holds and keeps in step with the stream."""
 
-    __slots__ = ("kb", "keys", "gen", "lock", "loop")
+    __slots__ = ("kb", "keys", "gen", "lock", "loop", "queue", "queue_lock", "draining", "batches", "own")
 
     def __init__(self, kb: "SharedKnowledgeBase", loop: asyncio.AbstractEventLoop) -> None:
         self.kb = kb
@@ -299,6 +454,11 @@ class _Attached:
         self.gen = 0
         self.lock = asyncio.Lock()   # one applier at a time; held across fetch + apply
         self.loop = loop
+        self.queue: list[_Learn] = []        # learns submitted by worker threads, not yet batched
+        self.queue_lock = threading.Lock()
+        self.draining = False                # a drain of the queue is scheduled or pending on the loop
+        self.batches = 0                     # batches of learns in flight
+        self.own: dict[int, LearnedPattern] = {}   # generation -> our committed learn, not yet applied
 
 
 class SharedKnowledgeBase(KnowledgeBase):
@@ -319,7 +479,7 @@ class SharedKnowledgeBase(KnowledgeBase):
 
     def apply(self, record: LearnedPattern) -> int:
         """Commit one learn to the stores; returns its frequency after every earlier change."""
-        return self.store._blocking(self, self.store._learn(self, record))
+        return self.store._submit(self, record)
 
     def finalize(self) -> int:
         """Commit finalize-training at the current generation; returns the number of patterns."""
@@ -352,6 +512,11 @@ def _apply_changes(kb: SharedKnowledgeBase, changes: list[Change]) -> None:
         kb._apply_change(change)
 
 
+def _apply_learns(kb: SharedKnowledgeBase, learned: list[LearnedPattern]) -> None:
+    for record in learned:
+        KnowledgeBase.apply(kb, record)
+
+
 class _Snapshot(msgspec.Struct):
     generation: int
     names: list[str]
@@ -381,6 +546,7 @@ class SharedPatternStore:
         self._sender: asyncio.Task | None = None
         self._sender_loop: asyncio.AbstractEventLoop | None = None
         self._tokens = 0
+        self._batches: set[asyncio.Task] = set()
         self._scripts: dict[str, Any] = {}
         self.reloads = 0
 
@@ -520,6 +686,7 @@ class SharedPatternStore:
         await anyio.to_thread.run_sync(self._load, fresh, snap, limiter=self._apply_limiter)
         att.kb._replace_index(fresh)
         att.gen = snap.generation
+        att.own = {gen: learned for gen, learned in att.own.items() if gen > att.gen}
         self.reloads += 1
         log.info("knowledge base reloaded from the stores", extra={"kb_id": att.kb.kb_id,
                                                                    "generation": att.gen})
@@ -544,6 +711,14 @@ class SharedPatternStore:
         async with att.lock:
             while until is None or att.gen < until:
                 start = att.gen + 1
+                if start in att.own:
+                    # Our own learns, next in line: the learn script gave them these generations.
+                    learned: list[LearnedPattern] = []
+                    while start + len(learned) in att.own:
+                        learned.append(att.own.pop(start + len(learned)))
+                    await anyio.to_thread.run_sync(_apply_learns, att.kb, learned, limiter=self._apply_limiter)
+                    att.gen = start + len(learned) - 1
+                    continue
                 raw = await self.redis.run(lambda r: r.xrange(att.keys.stream, min=f"{start}-0", max="+", count=1000))
                 if not raw:
                     if until is not None:
@@ -552,9 +727,12 @@ class SharedPatternStore:
                     return
                 changes: list[Change] = []
                 for entry_id, fields in raw:
-                    if int(entry_id.split(b"-")[0]) != start + len(changes):
+                    gen = start + len(changes)
+                    if int(entry_id.split(b"-")[0]) != gen:
                         break
-                    changes.append(_change_decoder.decode(fields[b"c"]))
+                    own = att.own.pop(gen, None)   # our own learns need no decoding
+                    changes.append(Change(kind="learn", learned=own) if own is not None
+                                   else _change_decoder.decode(fields[b"c"]))
                 if len(changes) < len(raw) or not changes:
                     await self._reload(att)       # a gap: entries were trimmed before we read them
                     continue
@@ -565,6 +743,8 @@ class SharedPatternStore:
                     continue
                 await anyio.to_thread.run_sync(_apply_changes, att.kb, changes, limiter=self._apply_limiter)
                 att.gen = start + len(changes) - 1
+                if att.own and min(att.own) <= att.gen:
+                    att.own = {gen: learned for gen, learned in att.own.items() if gen > att.gen}
                 if until is None and len(raw) < 1000:
                     return
 
@@ -598,15 +778,22 @@ class SharedPatternStore:
                         raise asyncio.CancelledError() from None
                     await asyncio.sleep(0.5)
                     continue
+                learning = False
                 for stream, _ in ready or []:
                     att = by_stream.get(stream)
-                    if att is not None and self._attached.get(att.kb.kb_id) is att:
+                    if att is not None and att.batches:
+                        # Our learn batches apply the stream up to their own entries: reading
+                        # it here too would only race them. Look again shortly.
+                        learning = True
+                    elif att is not None and self._attached.get(att.kb.kb_id) is att:
                         try:
                             await self._catch_up(att)
                         except StoreUnavailable:
                             await asyncio.sleep(0.5)
                         except Exception:  # noqa: BLE001
                             log.exception("applying changes failed", extra={"kb_id": att.kb.kb_id})
+                if learning:
+                    await asyncio.sleep(FOLLOW_BUSY_PAUSE)
         finally:
             try:
                 await conn.aclose(close_connection_pool=True)
@@ -615,142 +802,229 @@ class SharedPatternStore:
 
     # ------------------------------------------------------------- writes
 
-    async def _learn(self, kb: SharedKnowledgeBase, record: LearnedPattern) -> int:
+    def _submit(self, kb: SharedKnowledgeBase, record: LearnedPattern) -> int:
+        """Queue one learn for the knowledge base's next batch and wait for it (worker thread)."""
         att = kb.attached
-        assert att is not None
-        freq, gen = await self._commit(kb.kb_id, record, known=record.name in kb.index)
-        await self._catch_up(att, until=gen)
-        return freq
+        if att is None:
+            raise RuntimeError(f"knowledge base {kb.kb_id} is not open (PatternStore.rebuild first)")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is att.loop:
+            raise RuntimeError("a shared knowledge base learns on a worker thread, not on the event loop")
+        new = record.name not in kb.index
+        learn = _Learn(kb.kb_id, record, needs_row=new, row=new)
+        learn.done = threading.Lock()
+        learn.done.acquire()
+        with att.queue_lock:
+            att.queue.append(learn)
+            wake, att.draining = not att.draining, True
+        if wake:
+            att.loop.call_soon_threadsafe(self._drain, att)
+        return learn.wait()
+
+    def _drain(self, att: _Attached) -> None:
+        """Start a batch of everything queued for ``att`` unless MAX_BATCHES already run
+        (event loop); the end of each batch drains again."""
+        if att.batches >= MAX_BATCHES:
+            return
+        with att.queue_lock:
+            learns, att.queue, att.draining = att.queue, [], False
+        if learns:
+            att.batches += 1
+            task = att.loop.create_task(self._learn_batch(att, learns))
+            self._batches.add(task)
+            task.add_done_callback(lambda task: self._batch_done(att, task))
+
+    def _batch_done(self, att: _Attached, task: asyncio.Task) -> None:
+        self._batches.discard(task)
+        att.batches -= 1
+        self._drain(att)
+
+    def _requeue(self, att: _Attached, learns: list[_Learn]) -> None:
+        with att.queue_lock:
+            att.queue += learns
+            wake, att.draining = not att.draining, True
+        if wake:
+            self._drain(att)
+
+    async def _learn_batch(self, att: _Attached, learns: list[_Learn]) -> None:
+        """Commit a batch of concurrent learns, apply the stream up to them, wake their threads.
+
+        A learn whose new pattern another caller is writing waits for that (it is queued
+        again after a pause); the others go on.
+        """
+        try:
+            waiting = set(await self._commit_many(att.keys, learns, ordered=False))
+            top = max((learn.gen for learn in learns), default=0)
+            if top:
+                att.own.update((learn.gen, learn.record) for learn in learns if learn.gen > att.gen)
+                await self._catch_up(att, until=top)
+        except BaseException as exc:  # noqa: BLE001 - every learner must hear about it
+            for learn in learns:
+                learn.finish(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        now = time.monotonic()
+        later = []
+        for learn in learns:
+            if learn in waiting and now < learn.deadline:
+                learn.busy = False
+                later.append(learn)
+                continue
+            if learn in waiting:
+                learn.error = StoreUnavailable("redis", f"pattern {learn.record.name} stayed claimed for "
+                                                        f"{WAIT_TIMEOUT:.0f}s")
+            learn.finish()
+        if later:
+            pause = max(learn.pause for learn in later)
+            for learn in later:
+                learn.pause = min(learn.pause * 2, 0.05)
+            att.loop.call_later(pause, self._requeue, att, later)
 
     async def append(self, kb_id: str, learned: Sequence[LearnedPattern]) -> None:
         """Commit learns made elsewhere (a plain KnowledgeBase), in order; new rows in one batch."""
-        if not learned:
-            return
+        seen: set[str] = set()
+        learns = []
+        for record in learned:
+            learns.append(_Learn(kb_id, record, needs_row=record.name not in seen))
+            seen.add(record.name)
         keys = _Keys(kb_id)
-        claims: dict[str, tuple[str, str]] = {}
+        pending = learns
+        while pending:
+            pending = await self._commit_many(keys, pending, ordered=True)
+            failed = next((learn.error for learn in learns if learn.error is not None), None)
+            if failed is not None:
+                raise failed
+            if pending:
+                if time.monotonic() > pending[0].deadline:
+                    raise StoreUnavailable("redis", f"pattern {pending[0].record.name} stayed claimed for "
+                                                    f"{WAIT_TIMEOUT:.0f}s")
+                await asyncio.sleep(pending[0].pause)
+                pending[0].pause = min(pending[0].pause * 2, 0.05)
+                for learn in pending:
+                    learn.busy = False
 
-        async def claim(record: LearnedPattern) -> None:
-            token = self._token()
-            epoch = await self._claim_row(keys, record, token)
-            if epoch is not None:
-                claims[record.name] = (token, epoch)
-
-        try:
-            firsts = {rec.name: rec for rec in reversed(learned)}
-            await asyncio.gather(*(claim(rec) for rec in firsts.values()))
-            if any(rec.metadata for rec in learned):
-                # A re-learn with metadata takes two script calls; keep strict order.
-                for record in learned:
-                    await self._commit(kb_id, record, known=True, row_epoch=claims.get(record.name, ("", ""))[1])
-            else:
-                # Started in order, their scripts are queued in order and go out in one
-                # pipeline, which Redis runs in order. (Only a clear-all racing this call
-                # could make one of them retry, i.e. land later.)
-                await asyncio.gather(*(self._commit(kb_id, record, known=True,
-                                                    row_epoch=claims.get(record.name, ("", ""))[1])
-                                       for record in learned))
-        finally:
-            for name, (token, _) in claims.items():
-                await self._release(keys.of("claim", name), token)
-
-    async def _release(self, key: str, token: str) -> None:
-        try:
-            await self._eval(_RELEASE, [key], [token])
-        except StoreUnavailable:
-            pass  # the lease expires on its own
-
-    async def _claim_row(self, keys: _Keys, record: LearnedPattern, token: str) -> str | None:
-        """Make sure the pattern's row is in ClickHouse. Returns the clear epoch when this call
-        wrote it (the claim is then held by ``token``), None when the pattern already exists."""
+    async def _commit_many(self, keys: _Keys, learns: list[_Learn], ordered: bool) -> list[_Learn]:
+        """Steps 1–2 of the module docstring for many learns: claims and rows for the new
+        patterns, then learn scripts. Sets ``gen``/``freq`` of each committed learn and
+        ``error`` of each whose row failed; returns the learns that wait on another caller's
+        claim (when ``ordered``, those and every learn after the first of them). Raises
+        StoreUnavailable when Redis fails or a clear-all outlasts WAIT_TIMEOUT."""
+        token = self._token()
+        held: set[str] = set()   # claims this call holds and its scripts have not dropped
         deadline = time.monotonic() + WAIT_TIMEOUT
-        claim_key = keys.of("claim", record.name)
-        pause = 0.002
-        while True:
-            status = await self._eval(_CLAIM, [keys.of("frequency", record.name), claim_key, keys.clear, keys.epoch],
-                                      [token, CLAIM_LEASE_MS])
-            kind = status[0].decode()
-            if kind == "exists":
-                return None
-            if kind == "won":
-                try:
-                    await self.rows.writer.write((keys.kb_id, record.name, record.events))
-                except BaseException:
-                    await self._release(claim_key, token)
-                    raise
-                return status[1].decode()
-            if time.monotonic() > deadline:
-                raise StoreUnavailable("redis", f"pattern {record.name} stayed claimed for {WAIT_TIMEOUT:.0f}s")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
-    async def _commit(self, kb_id: str, record: LearnedPattern, known: bool,
-                      row_epoch: str = "") -> tuple[int, int]:
-        """Steps 1–2 of the module docstring; returns (frequency, generation)."""
-        keys = _Keys(kb_id)
-        name = record.name
-        counts: dict[str, int] = {}
-        for event in record.events:
-            for sym in event:
-                counts[sym] = counts.get(sym, 0) + 1
-        length = sum(counts.values())
-        persistence = record.persistence
-        accumulated = accumulate_metadata(record.metadata) if record.metadata else {}
-        averaged = average_emotives(record.emotives) if record.emotives else {}
-        entries = [_dumps(e) for e in record.emotives]
-        new_emotives = "[" + ", ".join(entries[-persistence:]) + "]"
-        payload = _change_encoder.encode(Change(kind="learn", learned=record))
-        symbols = list(counts)
-        key_list = [keys.of("frequency", name), keys.of("emotives", name), keys.of("metadata", name), keys.gen,
-                    keys.stream, keys.patterns, keys.of("symbols", "freq"), keys.of("symbols", "pmf"),
-                    keys.of("global", "total_symbols_in_patterns_frequencies"),
-                    keys.of("global", "total_pattern_frequencies"), keys.of("global", "total_unique_patterns"),
-                    keys.clear, keys.epoch, keys.affinity_order, keys.of("claim", name)]
-        tail: list[Any] = []
-        for sym in symbols:
-            tail += [sym, counts[sym]]
-        tail += entries
-        for emotive, value in averaged.items():
-            tail += [emotive, repr(float(value))]
-        expected_meta, merged_meta = "", ""
-        claim_token: str | None = None
-        deadline = time.monotonic() + WAIT_TIMEOUT
+        pending = learns
+        waiting: list[_Learn] = []
         try:
-            if not known and not row_epoch:
-                # Probably new to the knowledge base: write its row before committing.
-                claim_token = self._token()
-                epoch = await self._claim_row(keys, record, claim_token)
-                if epoch is None:
-                    claim_token = None
-                row_epoch = epoch or ""
-            while True:
-                args = [name, length, persistence, row_epoch, new_emotives, len(entries), _dumps(accumulated),
-                        expected_meta, merged_meta, 1 if record.metadata else 0, payload, self.stream_maxlen,
-                        len(symbols), len(averaged), keys.prefix, claim_token or "", *tail]
-                status = await self._eval(_LEARN, key_list, args)
-                kind = status[0].decode()
-                if kind == "ok":
-                    claim_token = None   # released by the script
-                    return int(status[1]), int(status[2])
-                if kind == "meta":
-                    expected_meta = status[1].decode()
-                    merged_meta = _dumps(merge_metadata(json.loads(expected_meta), accumulated))
-                    continue
-                if kind == "need_row":
-                    if claim_token is not None:
-                        await self._release(keys.of("claim", name), claim_token)
-                    claim_token = self._token()
-                    epoch = await self._claim_row(keys, record, claim_token)
-                    if epoch is None:
-                        claim_token = None
-                    row_epoch = epoch or ""
-                    continue
-                # "clearing": a clear-all of this knowledge base is running
+            while pending:
                 if time.monotonic() > deadline:
-                    raise StoreUnavailable("redis", f"clear-all of {kb_id} did not finish in {WAIT_TIMEOUT:.0f}s")
-                await asyncio.sleep(0.01)
+                    raise StoreUnavailable("redis", f"learns into {keys.kb_id} did not commit in {WAIT_TIMEOUT:.0f}s")
+                if any(learn.needs_row for learn in pending):
+                    if await self._write_rows(keys, [learn for learn in pending if learn.needs_row], token, held):
+                        await asyncio.sleep(0.01)   # a clear-all of this knowledge base is running
+                        continue
+                    if ordered and any(learn.error is not None for learn in pending):
+                        return []
+                    pending = [learn for learn in pending if learn.error is None]
+                    cut = next((i for i, learn in enumerate(pending) if learn.busy), len(pending))
+                    if ordered:
+                        waiting, pending = pending[cut:], pending[:cut]
+                    else:
+                        waiting += [learn for learn in pending if learn.busy]
+                        pending = [learn for learn in pending if not learn.busy]
+                    if not pending:
+                        break
+                replies = await self._run_learns(keys, pending, token, ordered)
+                if replies is None:
+                    await asyncio.sleep(0.01)       # a clear-all of this knowledge base is running
+                    continue
+                left = []
+                for learn, reply in zip(pending, replies):
+                    kind = reply[0]
+                    if isinstance(kind, int):
+                        learn.freq, learn.gen = kind, int(reply[1])
+                        held.discard(learn.record.name)
+                    elif kind == b"meta":
+                        learn.stored_metadata(reply[1].decode())
+                        left.append(learn)
+                    elif kind == b"need_row":
+                        # Gone since we looked (a clear-all): write its row again.
+                        learn.needs_row = True
+                        learn.restart("")
+                        left.append(learn)
+                    else:                            # b"skip": after a refused one, in order
+                        left.append(learn)
+                pending = left
+            return waiting
         finally:
-            if claim_token is not None:
-                await self._release(keys.of("claim", name), claim_token)
+            if held:
+                names = sorted(held)
+                await self.redis.settle(lambda r: r.eval(_RELEASE, 0, keys.prefix, token, *names), CLAIM_LEASE_MS)
+
+    async def _run_learns(self, keys: _Keys, learns: list[_Learn], token: str, ordered: bool) -> list[Any] | None:
+        """The learn script over ``learns`` in chunks; one reply per learn, None while clearing."""
+        key_list = keys.learn()
+
+        def call(chunk: list[_Learn]) -> Any:
+            return self._eval(_LEARN, key_list, [keys.prefix, self.stream_maxlen, token, 1 if ordered else 0,
+                                                 _encoder.encode([learn.fields for learn in chunk]),
+                                                 *(learn.payload for learn in chunk)])
+
+        chunks = [learns[i:i + LEARN_CHUNK] for i in range(0, len(learns), LEARN_CHUNK)]
+        if ordered:
+            replies: list[Any] = []
+            for chunk in chunks:
+                result = await call(chunk)
+                if result[0] == b"clearing":
+                    break
+                replies += result
+                if not all(isinstance(reply[0], int) for reply in result):
+                    break
+        else:
+            # Concurrent learns: chunks go out in one pipeline; those refused retry.
+            results = await asyncio.gather(*(call(chunk) for chunk in chunks))
+            replies = [reply for result, chunk in zip(results, chunks)
+                       for reply in (result if result[0] != b"clearing" else [[b"skip"]] * len(chunk))]
+        if not replies or all(reply[0] == b"skip" for reply in replies):
+            return None
+        return replies + [[b"skip"]] * (len(learns) - len(replies))
+
+    async def _write_rows(self, keys: _Keys, learns: list[_Learn], token: str, held: set[str]) -> bool:
+        """Claim the patterns of ``learns`` and write the rows of those this call won; True
+        while a clear-all runs. Marks each learn: committable (``needs_row`` off, the row's
+        clear epoch set when we wrote it), ``busy`` (another caller writes it) or ``error``."""
+        firsts: dict[str, _Learn] = {}
+        for learn in learns:
+            firsts.setdefault(learn.record.name, learn)
+        names = list(firsts)
+        status = await self._eval(_CLAIM, [keys.clear, keys.epoch], [keys.prefix, token, CLAIM_LEASE_MS, *names])
+        if status[0] == b"clearing":
+            return True
+        epoch, codes = status[1].decode(), status[2].decode()
+        won = [name for name, code in zip(names, codes) if code == "w"]
+        held.update(won)
+        written = await asyncio.gather(*(self.rows.writer.write(firsts[name].row) for name in won),
+                                       return_exceptions=True)
+        failed = {name: result for name, result in zip(won, written) if isinstance(result, BaseException)}
+        if failed:
+            held.difference_update(failed)
+            lost = sorted(failed)
+            await self.redis.settle(lambda r: r.eval(_RELEASE, 0, keys.prefix, token, *lost), CLAIM_LEASE_MS)
+        outcome = dict(zip(names, codes))
+        for learn in learns:
+            name = learn.record.name
+            if name in failed:
+                error = failed[name]
+                learn.error = error if isinstance(error, StoreUnavailable) else StoreUnavailable("clickhouse", repr(error))
+            elif outcome[name] == "b":
+                learn.busy = True
+            else:
+                learn.needs_row = False
+                learn.restart(epoch if outcome[name] == "w" else "")
+        return False
 
     async def clear(self, kb_id: str) -> None:
         """clear-all (api.md §4.8): drop the partition, delete ``{kb_id}:*``, one ``clear`` change."""
@@ -792,9 +1066,9 @@ class SharedPatternStore:
                 await self._write_snapshot(keys, snapshot)
             change = Change(kind="clear" if snapshot is None else "reload")
             gen = int(await self._eval(_CLEAR_COMMIT, [keys.gen, keys.stream, keys.epoch, keys.clear],
-                                       [token, _change_encoder.encode(change), self.stream_maxlen]))
+                                       [token, _encoder.encode(change), self.stream_maxlen]))
         except BaseException:
-            await self._release(keys.clear, token)
+            await self.redis.release(keys.clear, token, int(WAIT_TIMEOUT * 1000))
             raise
         att = self._attached.get(kb_id)
         if att is not None:
@@ -864,7 +1138,7 @@ class SharedPatternStore:
 
     async def _finalize(self, keys: _Keys, att: _Attached | None) -> int:
         """Compute finalize-training at generation G and commit its results iff the KB is still at G."""
-        payload = _change_encoder.encode(Change(kind="finalize"))
+        payload = _encoder.encode(Change(kind="finalize"))
         for _ in range(5):
             if att is None:
                 kb: KnowledgeBase = KnowledgeBase(keys.kb_id)
@@ -930,8 +1204,14 @@ class SharedPatternStore:
                 await asyncio.wait_for(follower, FOLLOW_BLOCK_MS / 1000.0 + 5.0)
             except (asyncio.CancelledError, RuntimeError, TimeoutError):
                 pass
+        if self._batches:
+            await asyncio.wait(list(self._batches), timeout=WAIT_TIMEOUT)
         for att in self._attached.values():
             att.kb.attached = None
+            with att.queue_lock:
+                queued, att.queue = att.queue, []
+            for learn in queued:
+                learn.finish(StoreUnavailable("redis", "the store closed"))
         self._attached.clear()
         await self.rows.close()
         if self._owns_redis:

@@ -20,7 +20,7 @@ import anyio.to_thread
 import msgspec
 import pytest
 
-from engine import EngineConfig, KnowledgeBase, Observation, SessionState
+from engine import EngineConfig, KnowledgeBase, LearnedPattern, Observation, SessionState
 from engine.observation import pattern_hash
 from storage.clickhouse import lsh_bands, minhash_signature
 
@@ -181,3 +181,146 @@ def test_bulk_append_keeps_the_order_of_relearns(two_stores, aio):
         assert _state(rebuilt) == _state(reference)
 
     aio.run(main())
+
+
+def _shared_store(url: str, chdb_path: str, database: str):
+    import clickhouse_connect
+
+    from storage.clickhouse import ClickHouseRows
+    from storage.redis import RedisConnector
+    from storage.shared import SharedPatternStore
+
+    return SharedPatternStore(ClickHouseRows(lambda: clickhouse_connect.get_client(interface="chdb", path=chdb_path),
+                                             database), RedisConnector(url))
+
+
+def test_concurrent_learns_of_the_same_new_patterns_batch_into_exact_frequencies(two_stores, aio):
+    """Many threads of two processes learn the same few new patterns at once: they are
+    coalesced into batches (one pattern several times in one batch, its row claimed by one
+    caller), yet every frequency is exact, each row is written once, and both processes and
+    a rebuild agree."""
+    one, two = two_stores
+    hot = [[["h1"], [f"h{k}"]] for k in range(2, 6)]     # 4 patterns, new to the knowledge base
+    threads, rounds = 24, 10
+
+    def learner(kb: KnowledgeBase, tag: int):
+        def run() -> None:
+            for r in range(rounds):
+                kb.apply(LearnedPattern(name=pattern_hash(hot[(tag + r) % 4]), events=hot[(tag + r) % 4],
+                                        emotives=[{"e": tag / 7}], metadata=[{"who": str(tag % 3)}],
+                                        persistence=3, frequency=0))
+        return run
+
+    async def main() -> None:
+        kb1, kb2 = one.knowledge_base("kbh"), two.knowledge_base("kbh")
+        await one.rebuild(kb1)
+        await two.rebuild(kb2)
+        await asyncio.gather(*(anyio.to_thread.run_sync(learner(kb1 if tag % 2 else kb2, tag))
+                               for tag in range(threads)))
+        await one.sync(kb1)
+        await two.sync(kb2)
+        fresh = KnowledgeBase("kbh")
+        await one.rebuild(fresh)
+        assert _state(kb1) == _state(kb2) == _state(fresh)
+        assert sorted(kb1.pattern(pattern_hash(events))["frequency"] for events in hot) == [60] * 4
+        assert kb1.pattern(pattern_hash(hot[0]))["metadata"] == {"who": ["0", "1", "2"]}
+        assert await one.rows.count("kbh") == 4
+        assert kb1.index.total_unique_patterns == 4
+        assert kb1.index.total_symbols_in_patterns_frequencies == threads * rounds * 2
+
+    aio.run(main())
+
+
+def test_redis_dying_under_a_batch_loses_no_acknowledged_learn(redis_server, chdb_path, tmp_path, aio):
+    """Learner threads run while redis-server is killed and started again: every learn that
+    returned is in Redis and in a rebuild; every other one is wholly there or wholly absent."""
+    from storage.base import StoreUnavailable
+    from tests.servers.redis_server import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")          # its own server: this one gets killed
+    store = _shared_store(redis.url, chdb_path, f"outage_{uuid.uuid4().hex[:8]}")
+    outcomes: list[tuple[str, bool]] = []
+    stop = time.monotonic() + 2.0
+
+    def learner(kb: KnowledgeBase, tag: int):
+        def run() -> None:
+            i = 0
+            while time.monotonic() < stop:
+                events = [[f"u{tag}-{i}"], ["common"]]
+                try:
+                    kb.apply(LearnedPattern(name=pattern_hash(events), events=events, emotives=[], metadata=[],
+                                            persistence=5, frequency=0))
+                    outcomes.append((pattern_hash(events), True))
+                except StoreUnavailable:
+                    outcomes.append((pattern_hash(events), False))
+                    time.sleep(0.02)
+                i += 1
+        return run
+
+    async def main() -> None:
+        kb = store.knowledge_base("kbo")
+        await store.rebuild(kb)
+        learning = asyncio.gather(*(anyio.to_thread.run_sync(learner(kb, tag)) for tag in range(32)))
+        await asyncio.sleep(0.5)
+        redis.proc.kill()
+        redis.proc.wait()
+        await asyncio.sleep(0.4)
+        redis.start()
+        await learning
+        fresh = KnowledgeBase("kbo")
+        await store.rebuild(fresh)
+        await store.sync(kb)
+        assert _state(kb) == _state(fresh)
+        acknowledged = {name for name, ok in outcomes if ok}
+        failed = {name for name, ok in outcomes if not ok}
+        assert acknowledged and failed, "the outage was not seen, or nothing succeeded"
+        present = set(fresh.index.iter_names())
+        assert acknowledged <= present and present <= acknowledged | failed
+        assert all(fresh.pattern(name)["frequency"] == 1 for name in present)
+        assert {sym: freq for sym, freq, _ in fresh.index.symbol_stats()}["common"] == len(present)
+
+    try:
+        aio.run(main())
+    finally:
+        aio.run(store.close())
+        redis.stop()
+
+
+def test_a_claim_whose_release_met_an_outage_is_released_when_redis_returns(redis_server, chdb_path, tmp_path, aio):
+    """A learn of a new pattern whose row was written but whose commit and claim release met a
+    Redis outage: once Redis is back, the claim goes within moments, not after its 30 s lease,
+    so another process learning the same pattern is not held up."""
+    from storage.base import StoreUnavailable
+    from tests.servers.redis_server import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    database = f"claims_{uuid.uuid4().hex[:8]}"
+    one, two = (_shared_store(redis.url, chdb_path, database) for _ in range(2))
+    events = [["claimed"], ["pattern"]]
+    record = LearnedPattern(name=pattern_hash(events), events=events, emotives=[], metadata=[], persistence=5,
+                            frequency=0)
+    write = one.rows.writer.write
+
+    async def write_then_lose_redis(row) -> None:
+        await write(row)
+        redis.stop()            # the row is in ClickHouse; the commit and the release now fail
+
+    one.rows.writer.write = write_then_lose_redis
+
+    async def main() -> None:
+        kb1, kb2 = one.knowledge_base("kbc"), two.knowledge_base("kbc")
+        await one.rebuild(kb1)
+        await two.rebuild(kb2)
+        with pytest.raises(StoreUnavailable):
+            await anyio.to_thread.run_sync(kb1.apply, record)
+        redis.start()
+        started = time.monotonic()
+        assert await anyio.to_thread.run_sync(kb2.apply, record) == 1
+        assert time.monotonic() - started < 5.0
+
+    try:
+        aio.run(main())
+    finally:
+        for store in (one, two):
+            aio.run(store.close())
+        redis.stop()
