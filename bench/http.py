@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = ["Connection", "throughput", "post", "get", "percentile", "free_port", "serve", "split_url",
-           "listeners"]
+           "listeners", "listening_pids", "cpu_seconds"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,6 +148,41 @@ def listeners(port: int) -> int:
     wanted = f"0100007F:{port:04X}"
     with open("/proc/net/tcp") as fh:
         return sum(1 for line in fh.readlines()[1:] if line.split()[1] == wanted and line.split()[3] == "0A")
+
+
+def listening_pids(port: int) -> list[int]:
+    """Processes holding a socket that listens on ``port`` (Linux ``/proc``): the server workers."""
+    wanted = f":{port:04X}"
+    inodes = set()
+    with open("/proc/net/tcp") as fh:
+        for line in fh.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(wanted) and fields[3] == "0A":
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used so far by ``pids`` (those still alive)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
