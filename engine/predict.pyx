@@ -85,7 +85,12 @@ cdef struct Query:
     vector[symbol_id_t] local_sid    # local id -> global id (0: never interned)
     vector[uint32_t] local_count     # local id -> occurrences in the STM
     vector[uint64_t] masks           # local id -> bit positions in b (len(b) <= 64)
-    unordered_map[symbol_id_t, int32_t] local_of
+    # global id -> local id: a 1024-bit prefilter (most pattern tokens are not in
+    # the STM) in front of an open-addressing table (linear probing, 0 = empty).
+    uint64_t local_filter[16]
+    vector[symbol_id_t] slot_sid
+    vector[int32_t] slot_lid
+    uint32_t slot_mask
     vector[Block] blocks             # blocks of every retained candidate
     vector[Cand] cands
 
@@ -126,8 +131,30 @@ cdef bint _key_less(const NameKey& x, const NameKey& y) noexcept nogil:
     return x.lo < y.lo
 
 
-cdef bint _cand_name_less(const Cand& x, const Cand& y) noexcept nogil:
+cdef struct NameOrder:
+    NameKey key
+    size_t t
+
+
+cdef bint _order_less(const NameOrder& x, const NameOrder& y) noexcept nogil:
     return _key_less(x.key, y.key)
+
+
+cdef void _sort_by_name(vector[Cand]& cands) noexcept nogil:
+    # Names are unique, so any sort is the stable one; sorting small keys and
+    # gathering once moves each (large) Cand one time instead of log n times.
+    cdef size_t t, n = cands.size()
+    cdef vector[NameOrder] order
+    cdef vector[Cand] ordered
+    order.resize(n)
+    for t in range(n):
+        order[t].key = cands[t].key
+        order[t].t = t
+    cpp_sort(order.begin(), order.end(), _order_less)
+    ordered.reserve(n)
+    for t in range(n):
+        ordered.push_back(cands[order[t].t])
+    cands.swap(ordered)
 
 
 cdef struct PreRank:
@@ -154,17 +181,52 @@ cdef bint _single_before(const SingleRank& x, const SingleRank& y) noexcept nogi
 
 # -------------------------------------------------------------- retrieval/align
 
+cdef inline int32_t _local_of(const Query* q, symbol_id_t sid) noexcept nogil:
+    """The local id of global symbol ``sid``, -1 when it is not in the STM."""
+    if not ((q.local_filter[(sid >> 6) & 15] >> (sid & 63)) & 1):
+        return -1
+    cdef uint32_t h = (sid * <uint32_t>2654435761U) & q.slot_mask
+    while True:
+        if q.slot_sid[h] == sid:
+            return q.slot_lid[h]
+        if q.slot_sid[h] == 0:
+            return -1
+        h = (h + 1) & q.slot_mask
+
+
+cdef void _index_local(Query* q) noexcept nogil:
+    """Build the lookup of :func:`_local_of` from ``q.local_sid``."""
+    cdef uint32_t cap = 8, h
+    cdef size_t lid
+    cdef symbol_id_t sid
+    while cap < 4 * q.local_sid.size():
+        cap <<= 1
+    q.slot_sid.assign(cap, 0)
+    q.slot_lid.assign(cap, -1)
+    q.slot_mask = cap - 1
+    for lid in range(16):
+        q.local_filter[lid] = 0
+    for lid in range(q.local_sid.size()):
+        sid = q.local_sid[lid]
+        if sid == 0:
+            continue
+        q.local_filter[(sid >> 6) & 15] |= (<uint64_t>1) << (sid & 63)
+        h = (sid * <uint32_t>2654435761U) & q.slot_mask
+        while q.slot_sid[h] != 0:
+            h = (h + 1) & q.slot_mask
+        q.slot_sid[h] = sid
+        q.slot_lid[h] = <int32_t>lid
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _project(PatternIndex index, Query* q, pattern_id_t pid,
                    vector[int32_t]& out) noexcept nogil:
     cdef int64_t n = index.pattern_length(pid), i
     cdef const symbol_id_t* toks = index.pattern_tokens(pid)
-    cdef unordered_map[symbol_id_t, int32_t].iterator it
     out.resize(n)
     for i in range(n):
-        it = q.local_of.find(toks[i])
-        out[i] = -1 if it == q.local_of.end() else cython.operator.dereference(it).second
+        out[i] = _local_of(q, toks[i])
 
 
 cdef void _retrieve(PatternIndex index, Query* q, score_t threshold, bint full_scan,
@@ -436,10 +498,9 @@ cdef class _Scorer:
                 sid = index.symbols.find(s)
                 self.q.local_sid.push_back(sid)
                 self.q.local_count.push_back(0)
-                if sid != 0:
-                    self.q.local_of[sid] = lid
             self.q.local_count[lid] += 1
             self.q.b.push_back(lid)
+        _index_local(&self.q)
         cdef size_t j
         if self.q.b.size() <= 64:
             self.q.masks.resize(self.q.local_sid.size(), 0)
@@ -507,7 +568,7 @@ cdef class _Scorer:
                         cand.m = len(found[0])
                         cand.extras_flat = found[2]
                 q.cands.push_back(cand)
-            stable_sort(q.cands.begin(), q.cands.end(), _cand_name_less)
+            _sort_by_name(q.cands)
         return 0
 
     cdef list _char_similarities(self, vector[pattern_id_t]& pids):
@@ -697,7 +758,7 @@ cdef class _Scorer:
         cdef vector[int64_t] cnt
         cdef vector[size_t] order
         cdef size_t i
-        cdef unordered_map[symbol_id_t, int32_t].iterator lit
+        cdef int32_t state_lid
         for pos, t in enumerate(kept):
             c = &q.cands[t]
             freq = c.frequency
@@ -710,10 +771,9 @@ cdef class _Scorer:
                 psid = uniq[order[i]]
                 x = _prob_get(prob, psid) * <double>cnt[order[i]]
                 pv_sq = pv_sq + x * x
-                lit = q.local_of.find(psid)
-                if lit != q.local_of.end():
-                    dot = dot + x * (_prob_get(prob, psid)
-                                     * <double>q.local_count[cython.operator.dereference(lit).second])
+                state_lid = _local_of(q, psid)
+                if state_lid >= 0:
+                    dot = dot + x * (_prob_get(prob, psid) * <double>q.local_count[state_lid])
             denom = sqrt(pv_sq) * sv_norm
             cos = dot / denom if denom != 0 else 0.0
             distance = 1.0 if sv_norm == 0 else 1 - cos
