@@ -574,10 +574,11 @@ class SharedPatternStore:
             batch, self._pending = self._pending[:512], self._pending[512:]
 
             async def run(r: Any) -> list[Any]:
-                pipe = r.pipeline(transaction=False)
-                for source, keys, args, _ in batch:
-                    await self._script(source)(keys=keys, args=args, client=pipe)  # queues it
-                return await pipe.execute(raise_on_error=False)
+                # "async with": a pipeline that failed (Redis down) still returns its connection.
+                async with r.pipeline(transaction=False) as pipe:
+                    for source, keys, args, _ in batch:
+                        await self._script(source)(keys=keys, args=args, client=pipe)  # queues it
+                    return await pipe.execute(raise_on_error=False)
 
             try:
                 results = await self.redis.run(run)
