@@ -21,7 +21,18 @@ from engine.types cimport int32_t, int64_t, uint64_t
 
 
 cdef extern from *:
+    """
+    #include <vector>
+    #include <cstdint>
+    // The work stack of matching_blocks, reused per thread instead of a malloc per
+    // call (a prediction aligns thousands of candidates; several threads predict).
+    static std::vector<int64_t>* kato_block_stack() {
+        static thread_local std::vector<int64_t> stack;
+        return &stack;
+    }
+    """
     int __builtin_popcountll(unsigned long long) nogil
+    vector[int64_t]* kato_block_stack() nogil
 
 
 @cython.boundscheck(False)
@@ -103,11 +114,12 @@ cdef bint _block_less(const Block& x, const Block& y) noexcept nogil:
 cdef int matching_blocks(const int32_t* a, int64_t la, const int32_t* b, int64_t lb,
                          vector[Block]& out, vector[int64_t]& work) except -1 nogil:
     """Fill ``out`` with the merged matching blocks of (a, b), sentinel excluded."""
-    cdef vector[int64_t] stack
+    cdef vector[int64_t]* stack = kato_block_stack()
     cdef int64_t alo, ahi, blo, bhi
     cdef Block best
-    cdef vector[Block] raw
+    cdef size_t t, w
     out.clear()
+    stack.clear()
     if la == 0 or lb == 0:
         return 0
     if work.size() < <size_t>(2 * (lb + 1)):
@@ -120,26 +132,25 @@ cdef int matching_blocks(const int32_t* a, int64_t la, const int32_t* b, int64_t
         alo = stack.back(); stack.pop_back()
         _longest(a, b, alo, ahi, blo, bhi, work.data(), work.data() + lb + 1, &best)
         if best.n:
-            raw.push_back(best)
+            out.push_back(best)
             if alo < best.i and blo < best.j:
                 stack.push_back(alo); stack.push_back(best.i)
                 stack.push_back(blo); stack.push_back(best.j)
             if best.i + best.n < ahi and best.j + best.n < bhi:
                 stack.push_back(best.i + best.n); stack.push_back(ahi)
                 stack.push_back(best.j + best.n); stack.push_back(bhi)
-    cpp_sort(raw.begin(), raw.end(), _block_less)
-    cdef Block cur
-    cdef size_t t
-    if raw.size() == 0:
+    if out.size() == 0:
         return 0
-    cur = raw[0]
-    for t in range(1, raw.size()):
-        if cur.i + cur.n == raw[t].i and cur.j + cur.n == raw[t].j:
-            cur.n += raw[t].n
+    # Sort, then merge adjacent blocks in place.
+    cpp_sort(out.begin(), out.end(), _block_less)
+    w = 0
+    for t in range(1, out.size()):
+        if out[w].i + out[w].n == out[t].i and out[w].j + out[w].n == out[t].j:
+            out[w].n += out[t].n
         else:
-            out.push_back(cur)
-            cur = raw[t]
-    out.push_back(cur)
+            w += 1
+            out[w] = out[t]
+    out.resize(w + 1)
     return 0
 
 

@@ -300,8 +300,8 @@ cdef void _retrieve(PatternIndex index, Query* q, score_t threshold, bint full_s
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef bint _align(PatternIndex index, Query* q, pattern_id_t pid, score_t similarity,
-                 const int32_t* a, int64_t la, int32_t first_match, vector[Block]& scratch,
-                 vector[int64_t]& work, Cand* c) noexcept nogil:
+                 const int32_t* a, int64_t la, int32_t first_match, vector[Block]& found,
+                 vector[Block]& scratch, vector[int64_t]& work, Cand* c) noexcept nogil:
     """Fill ``c`` for one candidate whose similarity passed (engine.md §3.4–§3.5).
 
     ``first_match`` is the local id of matches[0] when fuzzy matching supplies the
@@ -310,7 +310,6 @@ cdef bint _align(PatternIndex index, Query* q, pattern_id_t pid, score_t similar
     cdef int64_t lb = <int64_t>q.b.size()
     cdef const int32_t* b = q.b.data()
     cdef size_t start = q.blocks.size()
-    cdef vector[Block] found
     matching_blocks(a, la, b, lb, found, work)
     cdef int64_t nb = <int64_t>found.size(), t, i0, pf, m = 0
     for t in range(nb):
@@ -517,7 +516,7 @@ cdef class _Scorer:
         cdef vector[pattern_id_t] pids
         cdef vector[int32_t] a
         cdef vector[int64_t] row, work
-        cdef vector[Block] scratch
+        cdef vector[Block] scratch, aligned
         cdef Cand cand
         cdef size_t t
         cdef int64_t lcs, la, lb = <int64_t>self.q.b.size()
@@ -559,7 +558,7 @@ cdef class _Scorer:
                 if fuzzy:
                     with gil:
                         first_match = self._fuzzy(pid)
-                _align(index, q, pid, sim, a.data(), la, first_match, scratch, work, &cand)
+                _align(index, q, pid, sim, a.data(), la, first_match, aligned, scratch, work, &cand)
                 if cand.nb == 0 and threshold > 0:
                     continue
                 if fuzzy:
