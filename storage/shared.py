@@ -134,7 +134,8 @@ _change_decoder = msgspec.msgpack.Decoder(Change)
 # Per-pattern and per-symbol keys are built here from the KB prefix: a batch touches
 # thousands of them (standalone Redis; not Cluster). Each learn is decided and applied
 # in list order exactly as if it ran alone; only the writes no learn of the batch reads
-# (symbol counters, symbol_to_patterns, totals, stream trimming) are summed per batch.
+# (symbol counters, symbol_to_patterns, totals, the learn order, claims, stream trimming)
+# are gathered and done once per batch.
 # Replies one entry per learn: {frequency, generation}, {'meta', stored metadata},
 # {'need_row'} or, after the first of those when ordered, {'skip'}; or {'clearing'}.
 _LEARN = r"""
@@ -155,13 +156,30 @@ local function split_top(s)
   end
   return out
 end
+-- HINCRBY of many fields of one hash: one HMGET and one HSET per 1000 fields (each
+-- redis.call costs more than the increment itself).
+local function add_counts(key, fields, deltas)
+  local chosen = {}
+  for _, field in ipairs(fields) do
+    if deltas[field] ~= 0 then chosen[#chosen + 1] = field end
+  end
+  for i = 1, #chosen, 1000 do
+    local chunk = {unpack(chosen, i, math.min(i + 999, #chosen))}
+    local current, pairs_ = redis.call('HMGET', key, unpack(chunk)), {}
+    for j, field in ipairs(chunk) do
+      pairs_[2 * j - 1] = field
+      pairs_[2 * j] = string.format('%d', tonumber(current[j] or '0') + deltas[field])
+    end
+    redis.call('HSET', key, unpack(pairs_))
+  end
+end
 if redis.call('EXISTS', KEYS[9]) == 1 then return {'clearing'} end
 local prefix, token, ordered = ARGV[1], ARGV[3], ARGV[4] == '1'
 local learns = cmsgpack.unpack(ARGV[5])
 local epoch = redis.call('GET', KEYS[10]) or '0'
 local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
 local first_gen = gen
-local sym_freq, sym_pmf, members, order = {}, {}, {}, {}
+local sym_freq, sym_pmf, members, order, first_learns, claims = {}, {}, {}, {}, {}, {}
 local total_length, new_patterns = 0, 0
 local out = {}
 for idx, l in ipairs(learns) do
@@ -190,7 +208,8 @@ for idx, l in ipairs(learns) do
       redis.call('SET', fkey, 1)
       redis.call('SET', ekey, l[5])
       redis.call('SET', mkey, l[7])
-      redis.call('ZADD', KEYS[3], gen, name)
+      first_learns[#first_learns + 1] = gen
+      first_learns[#first_learns + 1] = name
       new_patterns = new_patterns + 1
     else
       freq = redis.call('INCR', fkey)
@@ -228,19 +247,25 @@ for idx, l in ipairs(learns) do
       end
     end
     redis.call('XADD', KEYS[2], gen .. '-0', 'c', ARGV[5 + idx])
-    if l[4] ~= '' and token ~= '' then
-      local claim = prefix .. 'claim:' .. name
-      if redis.call('GET', claim) == token then redis.call('DEL', claim) end
-    end
+    if l[4] ~= '' and token ~= '' then claims[#claims + 1] = prefix .. 'claim:' .. name end
     out[idx] = {freq, gen}
   end
 end
 if gen > first_gen then
   redis.call('SET', KEYS[1], gen)
   for _, sym in ipairs(order) do
-    redis.call('HINCRBY', KEYS[4], sym, sym_freq[sym])
-    if sym_pmf[sym] > 0 then redis.call('HINCRBY', KEYS[5], sym, sym_pmf[sym]) end
     redis.call('SADD', prefix .. 'symbol_to_patterns:' .. sym, unpack(members[sym]))
+  end
+  add_counts(KEYS[4], order, sym_freq)
+  add_counts(KEYS[5], order, sym_pmf)
+  for i = 1, #first_learns, 1000 do
+    redis.call('ZADD', KEYS[3], unpack(first_learns, i, math.min(i + 999, #first_learns)))
+  end
+  for i = 1, #claims, 1000 do
+    local chunk = {unpack(claims, i, math.min(i + 999, #claims))}
+    local holders, ours = redis.call('MGET', unpack(chunk)), {}
+    for j = 1, #chunk do if holders[j] == token then ours[#ours + 1] = chunk[j] end end
+    if #ours > 0 then redis.call('DEL', unpack(ours)) end
   end
   redis.call('INCRBY', KEYS[6], total_length)
   if new_patterns > 0 then
@@ -258,11 +283,17 @@ return out
 _CLAIM = r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'clearing'} end
 local p, token = ARGV[1], ARGV[2]
+local frequencies = {}
+for i = 4, #ARGV, 1000 do
+  local chunk = {}
+  for j = i, math.min(i + 999, #ARGV) do chunk[#chunk + 1] = p .. 'frequency:' .. ARGV[j] end
+  for _, value in ipairs(redis.call('MGET', unpack(chunk))) do frequencies[#frequencies + 1] = value end
+end
 local codes = {}
 for i = 4, #ARGV do
   local name = ARGV[i]
   local claim = p .. 'claim:' .. name
-  if redis.call('EXISTS', p .. 'frequency:' .. name) == 1 then codes[#codes + 1] = 'e'
+  if frequencies[i - 3] then codes[#codes + 1] = 'e'
   elseif redis.call('SET', claim, token, 'NX', 'PX', ARGV[3]) then codes[#codes + 1] = 'w'
   elseif redis.call('GET', claim) == token then
     redis.call('PEXPIRE', claim, ARGV[3])
