@@ -197,7 +197,14 @@ class SqlitePatternStore:
         return generation
 
     def _catch_up(self, kb: SqliteKnowledgeBase) -> None:
-        """Apply the rows logged after ``kb.seq`` (caller holds the lock, inside a transaction)."""
+        """Apply the rows logged after ``kb.seq`` (caller holds the lock, inside a transaction).
+
+        Nothing to read when no other connection committed since ``kb`` last looked
+        (``data_version`` ignores this connection's own commits, which ``kb`` holds).
+        """
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version == kb.version:
+            return
         epoch = self._epoch(kb.kb_id)
         if epoch != kb.epoch:   # cleared or restored since: start over from the log
             with kb._lock.write():
@@ -208,6 +215,7 @@ class SqlitePatternStore:
         rows = self._db.execute(_ROWS, (kb.kb_id, kb.seq)).fetchall()
         if rows:
             kb.seq = self._apply_rows(kb, rows)
+        kb.version = version
 
     def _replay(self, kb: KnowledgeBase) -> int:
         try:
@@ -307,14 +315,12 @@ class SqlitePatternStore:
             return 0
         try:
             with self._lock:
-                version = self._db.execute("PRAGMA data_version").fetchone()[0]
-                if version != kb.version:
+                if self._db.execute("PRAGMA data_version").fetchone()[0] != kb.version:
                     self._db.execute("BEGIN")
                     try:
                         self._catch_up(kb)
                     finally:
                         self._db.execute("COMMIT")
-                    kb.version = version
         except sqlite3.Error as exc:
             raise StoreUnavailable(self.backend, str(exc)) from exc
         return kb.seq

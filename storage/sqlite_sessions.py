@@ -8,7 +8,11 @@ session: the scalars the TTL rules touch on every access (``expires_at``,
 place; the rest of the record is a msgpack body written by ``save``. A worker
 keeps the decoded body of the sessions it served and decodes again only when the
 stored bytes differ (another worker saved the session meanwhile), so a session
-that stays on one connection costs one row read per ``get``, no decode.
+that stays on one connection costs one row read per ``get``, no decode. An access
+(``touch``) rewrites the row only when it slides the expiry by more than 1% of the
+TTL (at most a second), so ``access_count`` and ``last_accessed`` as stored lag
+behind; the expiry is never more than that short. Durability: WAL without fsync —
+a killed worker loses nothing, an OS crash may lose the latest session updates.
 
 The per-session lock spans processes: an ``asyncio.Lock`` per session inside the
 process (FIFO), then an ``fcntl`` byte-range lock on ``sessions.sqlite3.lock`` at an
@@ -49,6 +53,7 @@ SWEEP_SECONDS = 60.0
 CACHED_BODIES = 4096      # decoded bodies kept per process
 LOCK_POLL_FIRST = 0.0005  # seconds between tries of a session lock held by another process; doubles
 LOCK_POLL_MAX = 0.01
+SLIDE_STEP = 0.01         # an access rewrites the row when the expiry would slide by more (of the TTL)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -132,7 +137,9 @@ class SqliteSessionStore:
             self._db.execute("PRAGMA busy_timeout=10000")
             with self._writing() as db:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+                # No fsync, not even at checkpoints: a killed process loses nothing (the WAL
+                # is in the OS cache), an OS crash may lose the latest session updates.
+                db.execute("PRAGMA synchronous=OFF")
                 db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(self.backend, str(exc)) from exc
@@ -177,25 +184,42 @@ class SqliteSessionStore:
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The live session or None; never slides the TTL."""
-        try:
-            with self._lock:
-                row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?",
-                                       (session_id,)).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(self.backend, str(exc)) from exc
+        row = await self._row(session_id)
         if row is None or time.time() > row[0]:
             return None
         return self._record(session_id, row)
 
     async def touch(self, session_id: str, now: float, extend: bool) -> SessionRecord | None:
-        """Count an access; slide the expiry when ``extend``. None if not live."""
+        """Count an access; slide the expiry when ``extend``. None if not live.
+
+        The row is written only when the expiry would move by more than
+        :data:`SLIDE_STEP` of the TTL (at most a second): a session in steady use is
+        read, not rewritten, on every access; its stored expiry is then at most that
+        much short of ``now + ttl``. The record returned shows the slid expiry.
+        """
+        row = await self._row(session_id)
+        if row is None or now > row[0]:
+            return None
+        expires_at, _, count, ttl, _ = row
+        if not extend or expires_at >= now + ttl - min(1.0, ttl * SLIDE_STEP):
+            rec = self._record(session_id, row)
+            return msgspec.structs.replace(rec, last_accessed=now, access_count=count + 1,
+                                           expires_at=now + ttl if extend else expires_at)
         with self._writing() as db:
             row = db.execute(
                 "UPDATE sessions SET last_accessed = ?1, access_count = access_count + 1, "
-                "expires_at = CASE WHEN ?2 THEN ?1 + ttl_seconds ELSE expires_at END "
-                f"WHERE session_id = ?3 AND expires_at >= ?1 RETURNING {_COLUMNS}",
-                (now, extend, session_id)).fetchone()
+                "expires_at = ?1 + ttl_seconds "
+                f"WHERE session_id = ?2 AND expires_at >= ?1 RETURNING {_COLUMNS}",
+                (now, session_id)).fetchone()
         return None if row is None else self._record(session_id, row)
+
+    async def _row(self, session_id: str) -> tuple[float, float, int, int, bytes] | None:
+        try:
+            with self._lock:
+                return self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?",
+                                        (session_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(self.backend, str(exc)) from exc
 
     async def probe(self, session_id: str) -> tuple[bool, bool]:
         """``(exists, expired)``; an expired session is deleted by this call."""

@@ -278,3 +278,13 @@ def test_a_restart_keeps_sessions_patterns_and_vectors(start_server):
     c.call("POST", f"/sessions/{other}/observe", {"strings": [], "vectors": [[0.5, 0.5]]})
     assert c.call("GET", f"/sessions/{other}/stm")["stm"] == [[s for s in before["pattern_data"][0]
                                                                if s.startswith("VCTR|")]]
+
+
+def test_workers_setting_is_checked():
+    from web.settings import Settings, SettingsError
+
+    assert Settings.from_env({"KATO_WORKERS": "3"}).workers == 3
+    assert Settings.from_env({}).workers == 1
+    for bad in ({"KATO_WORKERS": "0"}, {"KATO_WORKERS": "2", "KATO_DATA_DIR": ":memory:"}):
+        with pytest.raises(SettingsError, match="KATO_WORKERS"):
+            Settings.from_env(bad)
