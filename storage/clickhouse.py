@@ -262,23 +262,28 @@ class RowWriter:
     def __init__(self, rows: ClickHouseRows, max_rows: int = 5000) -> None:
         self._rows = rows
         self.max_rows = max_rows
-        self._queue: list[tuple[PatternRow, asyncio.Future]] = []
+        # (row, the future of the write() it came with, that write's rows not yet inserted)
+        self._queue: list[tuple[PatternRow, asyncio.Future, list[int]]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
         self.rows_written = 0
 
-    async def write(self, row: PatternRow) -> None:
-        """Queue ``row`` (or ``(kb_id, name, events)``); returns once the insert holding it was
-        acknowledged (raises StoreUnavailable)."""
+    async def write(self, rows: Sequence[PatternRow]) -> None:
+        """Queue ``rows`` (each a row or ``(kb_id, name, events)``); returns once every insert
+        holding one of them was acknowledged (raises StoreUnavailable if one failed)."""
+        if not rows:
+            return
         loop = asyncio.get_running_loop()
         if self._task is None or self._loop is not loop or self._task.done():
             self._loop = loop
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._flush_forever())
         fut = loop.create_future()
-        self._queue.append((row, fut))
+        left = [len(rows)]
+        self._queue += [(row, fut, left) for row in rows]
+        assert self._wakeup is not None
         self._wakeup.set()
         await fut
 
@@ -290,11 +295,11 @@ class RowWriter:
             while self._queue:
                 batch, self._queue = self._queue[:self.max_rows], self._queue[self.max_rows:]
                 try:
-                    await anyio.to_thread.run_sync(self._rows.insert_rows, [row for row, _ in batch],
+                    await anyio.to_thread.run_sync(self._rows.insert_rows, [row for row, _, _ in batch],
                                                    limiter=self._rows._limiter)
                 except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
                     error = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable("clickhouse", repr(exc))
-                    for _, fut in batch:
+                    for _, fut, _ in batch:
                         if not fut.done():
                             fut.set_exception(error)
                     if isinstance(exc, asyncio.CancelledError):
@@ -302,8 +307,9 @@ class RowWriter:
                     continue
                 self.batches += 1
                 self.rows_written += len(batch)
-                for _, fut in batch:
-                    if not fut.done():
+                for _, fut, left in batch:
+                    left[0] -= 1
+                    if not left[0] and not fut.done():
                         fut.set_result(None)
 
     async def close(self) -> None:
@@ -313,7 +319,7 @@ class RowWriter:
             return
         try:
             if self._loop is asyncio.get_running_loop():
-                pending = [fut for _, fut in self._queue]
+                pending = list({id(fut): fut for _, fut, _ in self._queue}.values())
                 if pending:
                     await asyncio.gather(*pending, return_exceptions=True)
                 task.cancel()

@@ -1038,9 +1038,11 @@ class SharedPatternStore:
         epoch, codes = status[1].decode(), status[2].decode()
         won = [name for name, code in zip(names, codes) if code == "w"]
         held.update(won)
-        written = await asyncio.gather(*(self.rows.writer.write(firsts[name].row) for name in won),
-                                       return_exceptions=True)
-        failed = {name: result for name, result in zip(won, written) if isinstance(result, BaseException)}
+        try:
+            await self.rows.writer.write([firsts[name].row for name in won])
+            failed: dict[str, BaseException] = {}
+        except StoreUnavailable as exc:
+            failed = dict.fromkeys(won, exc)
         if failed:
             held.difference_update(failed)
             lost = sorted(failed)
@@ -1049,8 +1051,7 @@ class SharedPatternStore:
         for learn in learns:
             name = learn.record.name
             if name in failed:
-                error = failed[name]
-                learn.error = error if isinstance(error, StoreUnavailable) else StoreUnavailable("clickhouse", repr(error))
+                learn.error = failed[name]
             elif outcome[name] == "b":
                 learn.busy = True
             else:

@@ -301,8 +301,8 @@ def test_a_claim_whose_release_met_an_outage_is_released_when_redis_returns(redi
                             frequency=0)
     write = one.rows.writer.write
 
-    async def write_then_lose_redis(row) -> None:
-        await write(row)
+    async def write_then_lose_redis(rows) -> None:
+        await write(rows)
         redis.stop()            # the row is in ClickHouse; the commit and the release now fail
 
     one.rows.writer.write = write_then_lose_redis
