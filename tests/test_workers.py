@@ -288,3 +288,22 @@ def test_workers_setting_is_checked():
     for bad in ({"KATO_WORKERS": "0"}, {"KATO_WORKERS": "2", "KATO_DATA_DIR": ":memory:"}):
         with pytest.raises(SettingsError, match="KATO_WORKERS"):
             Settings.from_env(bad)
+
+
+def test_clear_all_through_one_worker_empties_the_node_in_every_worker(two_workers):
+    server, a, b = two_workers
+    sid = a.call("POST", "/sessions", {"node_id": "wipe"})["session_id"]
+    for strings in (["u"], ["v"]):
+        a.call("POST", f"/sessions/{sid}/observe", {"strings": strings, "vectors": [[1.0, 2.0]]})
+    name = a.call("POST", f"/sessions/{sid}/learn")["pattern_name"][5:]
+    assert b.call("GET", f"/pattern/{name}?node_id=wipe")["pattern"]["status"] == "okay"
+    b.call("POST", f"/sessions/{sid}/clear-all")
+    for conn in (a, b):
+        assert conn.call("GET", f"/pattern/{name}?node_id=wipe")["pattern"]["status"] == "error"
+        assert conn.call("GET", "/symbols/stats?node_id=wipe")["symbols"] == {}
+    # Learning again after the clear counts from one, in both workers.
+    for strings in (["u"], ["v"]):
+        b.call("POST", f"/sessions/{sid}/observe", {"strings": strings})
+    again = a.call("POST", f"/sessions/{sid}/learn")["pattern_name"][5:]
+    for conn in (a, b):
+        assert conn.call("GET", f"/pattern/{again}?node_id=wipe")["pattern"]["pattern"]["frequency"] == 1
