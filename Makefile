@@ -1,7 +1,7 @@
 # Developer shortcuts. The canonical test command is scripts/test.sh (what CI runs).
 PYTHON ?= python3
 
-.PHONY: compile debug test testinstalled bench bench-save bench-check bench-1m compare loadtest clean
+.PHONY: compile debug test testinstalled bench bench-save bench-check bench-1m bench-wrk compare loadtest clean
 
 compile:          ## build the Cython engine in place (release flags)
 	$(PYTHON) setup.py build_ext --inplace
@@ -29,6 +29,9 @@ bench-check:      ## exit 1 when an in-process median regressed >25% against the
 
 bench-1m:         ## the 1M-pattern sizes too (a minute to build, ~1 GB)
 	$(BENCH) --bench-1m -k "1000000"
+
+bench-wrk:        ## mixed HTTP workload under wrk: kato serve --workers 2, then 1 (req/s, latency, CPU per request)
+	$(PYTHON) -m bench.wrk_mixed --workers 2 && $(PYTHON) -m bench.wrk_mixed --workers 1
 
 compare:          ## our server beside another: make compare URL=http://127.0.0.1:9000
 	$(PYTHON) -m bench.compare --serve $(URL)

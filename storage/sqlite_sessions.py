@@ -7,8 +7,14 @@ session: the scalars the TTL rules touch on every access (``expires_at``,
 ``last_accessed``, ``access_count``, ``ttl_seconds``) are columns, updated in
 place; the rest of the record is a msgpack body written by ``save``. A worker
 keeps the decoded body of the sessions it served and decodes again only when the
-stored bytes differ (another worker saved the session meanwhile), so a session
-that stays on one connection costs one row read per ``get``, no decode. An access
+stored bytes differ (another worker saved the session meanwhile). Every write of a
+session row also bumps a counter in ``sessions.sqlite3.versions`` (a shared memory
+map of 65,536 slots, one chosen by a hash of the session id, bumped under the write
+lock after the commit); a worker whose cached row was read at the slot's current
+value uses it without asking SQLite. So a session that stays on one connection
+costs no row read at all, and SQLite rereads pages — which it must each time
+another process committed — only for writes and for sessions another worker
+changed. Two sessions sharing a slot only cost each other a reread. An access
 (``touch``) rewrites the row only when it slides the expiry by more than 1% of the
 TTL (at most a second), so ``access_count`` and ``last_accessed`` as stored lag
 behind; the expiry is never more than that short. Durability: WAL without fsync —
@@ -28,8 +34,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import mmap
 import os
 import sqlite3
+import struct
 import threading
 import time
 import zlib
@@ -53,7 +61,10 @@ SWEEP_SECONDS = 60.0
 CACHED_BODIES = 4096      # decoded bodies kept per process
 LOCK_POLL_FIRST = 0.0005  # seconds between tries of a session lock held by another process; doubles
 LOCK_POLL_MAX = 0.01
-SLIDE_STEP = 0.01         # an access rewrites the row when the expiry would slide by more (of the TTL)
+SLIDE_STEP = 0.01
+VERSION_SLOTS = 1 << 16   # version counters in the shared map; slot 0 changes for every session
+
+_U64 = struct.Struct("<Q")         # an access rewrites the row when the expiry would slide by more (of the TTL)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -108,6 +119,15 @@ def _encode(rec: SessionRecord) -> bytes:
         st.time, st.pending_vectors, [] if single else preds, preds if single else []))  # type: ignore[arg-type]
 
 
+_Row = tuple[float, float, int, int, bytes]   # expires_at, last_accessed, access_count, ttl_seconds, body
+
+
+def _view(base: SessionRecord, row: _Row) -> SessionRecord:
+    """``base`` with the column scalars of ``row``."""
+    return msgspec.structs.replace(base, expires_at=row[0], last_accessed=row[1], access_count=row[2],
+                                   ttl_seconds=row[3])
+
+
 def _decode(raw: bytes) -> SessionRecord:
     b = _decoder.decode(raw)
     state = SessionState(stm=b.stm, emotives_accumulator=b.emotives_accumulator,
@@ -128,11 +148,20 @@ class SqliteSessionStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()   # the connection (the metrics sampler may run elsewhere)
-        self._bodies: dict[str, tuple[bytes, SessionRecord]] = {}
+        # session id -> (versions read before the row, row, decoded record without the column scalars)
+        self._cache: dict[str, tuple[tuple[int, int], _Row, SessionRecord]] = {}
         self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
         self._last_sweep = 0.0
         try:
             self._fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            vfd = os.open(f"{self.path}.versions", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                size = _U64.size * (VERSION_SLOTS + 1)
+                if os.fstat(vfd).st_size < size:
+                    os.ftruncate(vfd, size)   # zero-filled; the same size from every worker
+                self._versions = mmap.mmap(vfd, size)
+            finally:
+                os.close(vfd)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA busy_timeout=10000")
             with self._writing() as db:
@@ -156,38 +185,71 @@ class SqliteSessionStore:
             finally:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
 
-    def _record(self, session_id: str, row: tuple[float, float, int, int, bytes]) -> SessionRecord:
-        expires_at, last_accessed, access_count, ttl, body = row
-        cached = self._bodies.get(session_id)
-        if cached is None or cached[0] != body:
-            cached = (body, _decode(body))
-            if len(self._bodies) >= CACHED_BODIES:
-                del self._bodies[next(iter(self._bodies))]
-            self._bodies[session_id] = cached
-        return msgspec.structs.replace(cached[1], expires_at=expires_at, last_accessed=last_accessed,
-                                       access_count=access_count, ttl_seconds=ttl)
+    # ------------------------------------------------------ versions and cache
 
-    def _remember(self, rec: SessionRecord, body: bytes) -> None:
-        if len(self._bodies) >= CACHED_BODIES and rec.session_id not in self._bodies:
-            del self._bodies[next(iter(self._bodies))]
-        self._bodies[rec.session_id] = (body, rec)
+    @staticmethod
+    def _slot(session_id: str) -> int:
+        return _U64.size * (1 + (zlib.crc32(session_id.encode()) & (VERSION_SLOTS - 1)))
+
+    def _stamp(self, slot: int) -> tuple[int, int]:
+        return _U64.unpack_from(self._versions, slot)[0], _U64.unpack_from(self._versions, 0)[0]
+
+    def _bump(self, slot: int) -> tuple[int, int]:
+        """Count a committed write of the slot's sessions (caller holds the write lock)."""
+        _U64.pack_into(self._versions, slot, _U64.unpack_from(self._versions, slot)[0] + 1)
+        return self._stamp(slot)
+
+    def _keep(self, session_id: str, stamp: tuple[int, int], row: _Row, base: SessionRecord | None = None
+              ) -> SessionRecord:
+        """Cache ``row`` as read (or written) at ``stamp``; returns the record it holds.
+
+        ``base`` is the record the row encodes when the caller has it; else the body
+        is decoded, unless it is the one already cached.
+        """
+        cached = self._cache.get(session_id)
+        if base is None:
+            base = cached[2] if cached is not None and cached[1][4] == row[4] else _decode(row[4])
+        if cached is None and len(self._cache) >= CACHED_BODIES:
+            del self._cache[next(iter(self._cache))]
+        self._cache[session_id] = (stamp, row, base)
+        return _view(base, row)
+
+    def _current(self, session_id: str) -> tuple[_Row, SessionRecord] | None:
+        """The stored row and record, from the cache while no write bumped the session's slot."""
+        stamp = self._stamp(self._slot(session_id))
+        cached = self._cache.get(session_id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], _view(cached[2], cached[1])
+        try:
+            with self._lock:
+                row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?",
+                                       (session_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(self.backend, str(exc)) from exc
+        if row is None:
+            self._cache.pop(session_id, None)
+            return None
+        return row, self._keep(session_id, stamp, row)
+
+    # ---------------------------------------------------------- SessionStore
 
     async def create(self, record: SessionRecord) -> None:
         """Store a new session."""
         body = _encode(record)
+        row = (record.expires_at, record.last_accessed, record.access_count, record.ttl_seconds, body)
         with self._writing() as db:
             db.execute(f"INSERT OR REPLACE INTO sessions (session_id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                       (record.session_id, record.expires_at, record.last_accessed, record.access_count,
-                        record.ttl_seconds, body))
-        self._remember(record, body)
+                       (record.session_id, *row))
+            stamp = self._bump(self._slot(record.session_id))
+        self._keep(record.session_id, stamp, row, record)
         self._maybe_sweep(record.created_at)
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The live session or None; never slides the TTL."""
-        row = await self._row(session_id)
-        if row is None or time.time() > row[0]:
+        current = self._current(session_id)
+        if current is None or time.time() > current[0][0]:
             return None
-        return self._record(session_id, row)
+        return current[1]
 
     async def touch(self, session_id: str, now: float, extend: bool) -> SessionRecord | None:
         """Count an access; slide the expiry when ``extend``. None if not live.
@@ -197,29 +259,25 @@ class SqliteSessionStore:
         read, not rewritten, on every access; its stored expiry is then at most that
         much short of ``now + ttl``. The record returned shows the slid expiry.
         """
-        row = await self._row(session_id)
-        if row is None or now > row[0]:
+        current = self._current(session_id)
+        if current is None or now > current[0][0]:
             return None
-        expires_at, _, count, ttl, _ = row
+        (expires_at, _, count, ttl, _), rec = current
         if not extend or expires_at >= now + ttl - min(1.0, ttl * SLIDE_STEP):
-            rec = self._record(session_id, row)
             return msgspec.structs.replace(rec, last_accessed=now, access_count=count + 1,
                                            expires_at=now + ttl if extend else expires_at)
+        slot = self._slot(session_id)
         with self._writing() as db:
             row = db.execute(
                 "UPDATE sessions SET last_accessed = ?1, access_count = access_count + 1, "
                 "expires_at = ?1 + ttl_seconds "
                 f"WHERE session_id = ?2 AND expires_at >= ?1 RETURNING {_COLUMNS}",
                 (now, session_id)).fetchone()
-        return None if row is None else self._record(session_id, row)
-
-    async def _row(self, session_id: str) -> tuple[float, float, int, int, bytes] | None:
-        try:
-            with self._lock:
-                return self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?",
-                                        (session_id,)).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(self.backend, str(exc)) from exc
+            stamp = self._bump(slot)
+        if row is None:
+            self._cache.pop(session_id, None)
+            return None
+        return self._keep(session_id, stamp, row)
 
     async def probe(self, session_id: str) -> tuple[bool, bool]:
         """``(exists, expired)``; an expired session is deleted by this call."""
@@ -229,27 +287,31 @@ class SqliteSessionStore:
                 return False, False
             if time.time() > row[0]:
                 db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
-                self._bodies.pop(session_id, None)
+                self._bump(self._slot(session_id))
+                self._cache.pop(session_id, None)
                 return False, True
         return True, False
 
     async def save(self, record: SessionRecord) -> None:
         """Replace the stored record (a no-op if the session was deleted meanwhile)."""
         body = _encode(record)
+        row = (record.expires_at, record.last_accessed, record.access_count, record.ttl_seconds, body)
         with self._writing() as db:
             changed = db.execute(
                 "UPDATE sessions SET expires_at = ?, last_accessed = ?, access_count = ?, ttl_seconds = ?, body = ? "
-                "WHERE session_id = ?", (record.expires_at, record.last_accessed, record.access_count,
-                                         record.ttl_seconds, body, record.session_id)).rowcount
-        if changed:
-            self._remember(record, body)
+                "WHERE session_id = ?", (*row, record.session_id)).rowcount
+            if not changed:
+                return
+            stamp = self._bump(self._slot(record.session_id))
+        self._keep(record.session_id, stamp, row, record)
 
     async def delete(self, session_id: str) -> bool:
         """Remove a session; False when it was not live."""
         with self._writing() as db:
             row = db.execute("DELETE FROM sessions WHERE session_id = ? RETURNING expires_at",
                              (session_id,)).fetchone()
-        self._bodies.pop(session_id, None)
+            self._bump(self._slot(session_id))
+        self._cache.pop(session_id, None)
         return row is not None and time.time() <= row[0]
 
     async def count(self) -> int:
@@ -323,13 +385,15 @@ class SqliteSessionStore:
         with self._lock:
             self._db.close()
             os.close(self._fd)
+            self._versions.close()
 
     def _maybe_sweep(self, now: float) -> None:
         if now - self._last_sweep < SWEEP_SECONDS:
             return
         self._last_sweep = now
         with self._writing() as db:
-            db.execute("DELETE FROM sessions WHERE expires_at < ?", (now - EXPIRED_GRACE_SECONDS,))
+            if db.execute("DELETE FROM sessions WHERE expires_at < ?", (now - EXPIRED_GRACE_SECONDS,)).rowcount:
+                self._bump(0)
 
 
 def _ms(start: float) -> float:
