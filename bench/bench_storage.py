@@ -8,19 +8,24 @@ costs but no network. Printed under "server storage" at the end:
 * **learn** — the service's path: 256 worker threads (the service's thread pool
   size with server storage) each call the engine's learn
   on a ``SharedKnowledgeBase`` (what ``POST /learn`` runs), every learn a new
-  pattern, so each one claims, waits for its row's batched ClickHouse insert,
-  commits in Redis and is applied in stream order before it returns;
+  pattern, so each one is claimed, waits for its row's ClickHouse insert, is
+  committed in Redis and applied in stream order before it returns — grouped with
+  the learns queued beside it (storage/shared.py, "Group commit");
 * **bulk append** — ``PatternStore.append`` of 1,000-pattern chunks (import path),
   used to fill the store to 100k;
 * **cold open** — a fresh store instance rebuilding the 100k-pattern knowledge
   base (Redis snapshot + ClickHouse scan + index load), as a process does on the
   first request for a knowledge base. Target: under 10 s.
+
+Every figure also shows the machine's 1-minute load average at its end: on a
+shared machine the figures move with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +87,7 @@ def test_learn_throughput_through_the_service_path(servers, report):
         await store.close()
         report(f"learn: new patterns, {LEARNERS} concurrent learners", f"{LEARNS:,}",
                f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s, {batches} ClickHouse inserts, "
-               f"{LEARNS / max(batches, 1):.0f} rows each)")
+               f"{LEARNS / max(batches, 1):.0f} rows each; load {os.getloadavg()[0]:.1f})")
         return took
 
     asyncio.run(run())
@@ -104,7 +109,8 @@ def test_cold_open_of_100k_patterns(servers, report):
         return took
 
     filled = asyncio.run(fill())
-    report("bulk append (1,000 per call)", f"{COLD_OPEN:,}", f"{COLD_OPEN / filled:,.0f} patterns/s ({filled:.1f}s)")
+    report("bulk append (1,000 per call)", f"{COLD_OPEN:,}",
+           f"{COLD_OPEN / filled:,.0f} patterns/s ({filled:.1f}s; load {os.getloadavg()[0]:.1f})")
     check = records[:100]
     del records   # a process opening a knowledge base does not hold the corpus
     gc.collect()
@@ -134,4 +140,4 @@ def test_cold_open_of_100k_patterns(servers, report):
 
     total, read, n = asyncio.run(cold_open())
     report("cold open: rebuild index from ClickHouse + Redis", f"{n:,}",
-           f"{total:.2f}s (reading the stores {read:.2f}s; target < 10 s)")
+           f"{total:.2f}s (reading the stores {read:.2f}s; target < 10 s; load {os.getloadavg()[0]:.1f})")
