@@ -1,0 +1,122 @@
+"""The several-worker session store (storage/sqlite_sessions.py).
+
+It runs the session-store contract of tests/test_storage_contract.py (the same
+test functions, this module's ``session_store`` fixture) and checks what only a
+store shared by processes must do: two stores on one file (two workers) see each
+other's writes at once (the version map), a session locked by another process
+waits or is busy, and sessions survive a reopen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+
+import msgspec
+import pytest
+
+from storage.base import SessionBusy, SessionStore
+from storage.sqlite_sessions import SqliteSessionStore
+from tests.test_storage_contract import (  # noqa: F401 - collected here with this module's fixture
+    _record,
+    test_session_lock_serialises_and_times_out,
+    test_session_store_lifecycle,
+)
+
+
+@pytest.fixture
+def session_store(tmp_path, aio):
+    store = SqliteSessionStore(tmp_path / "sessions.sqlite3")
+    yield store
+    aio.run(store.close())
+
+
+@pytest.fixture
+def two_stores(tmp_path, aio):
+    """Two stores on one file, as two worker processes hold them."""
+    stores = [SqliteSessionStore(tmp_path / "sessions.sqlite3") for _ in range(2)]
+    yield stores
+    for store in stores:
+        aio.run(store.close())
+
+
+def test_implements_the_protocol(session_store):
+    assert isinstance(session_store, SessionStore)
+
+
+def test_a_write_through_one_store_is_read_at_once_through_the_other(two_stores, aio):
+    a, b = two_stores
+
+    async def run():
+        rec = _record("s1", ttl=600)
+        await a.create(rec)
+        assert (await b.get("s1")).state.stm == []
+        await b.get("s1")   # cached in b now
+        await a.save(msgspec.structs.replace(rec, metadata={"v": 1}))
+        assert (await b.get("s1")).metadata == {"v": 1}
+        await b.save(msgspec.structs.replace(rec, metadata={"v": 2}))
+        assert (await a.get("s1")).metadata == {"v": 2}
+        assert await a.delete("s1")
+        assert await b.get("s1") is None and await b.touch("s1", time.time(), True) is None
+
+    aio.run(run())
+
+
+def _hold_in_child(path, held, release) -> None:
+    async def run():
+        store = SqliteSessionStore(path)
+        async with store.lock("s", timeout=1):
+            held.set()
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_the_session_lock_spans_processes(tmp_path, session_store, aio):
+    # fcntl locks belong to a process: the holder must be another one.
+    ctx = multiprocessing.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_in_child, args=(session_store.path, held, release))
+    child.start()
+    try:
+        assert held.wait(30)
+
+        async def run():
+            with pytest.raises(SessionBusy):
+                async with session_store.lock("s", timeout=0.05):
+                    pass
+            async with session_store.lock("other", timeout=0.05):
+                pass   # another session does not wait
+            waiter = asyncio.create_task(_hold(session_store, "s"))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+            release.set()
+            assert await asyncio.wait_for(waiter, 5) == "held"
+
+        aio.run(run())
+    finally:
+        release.set()
+        child.join(10)
+    assert child.exitcode == 0
+
+
+async def _hold(store, sid):
+    async with store.lock(sid, timeout=5):
+        return "held"
+
+
+def test_sessions_survive_a_reopen(tmp_path, aio):
+    async def run():
+        first = SqliteSessionStore(tmp_path / "s.sqlite3")
+        await first.create(_record("keep", ttl=600))
+        await first.close()
+        again = SqliteSessionStore(tmp_path / "s.sqlite3")
+        try:
+            assert (await again.get("keep")).session_id == "keep"
+        finally:
+            await again.close()
+
+    aio.run(run())
