@@ -307,3 +307,25 @@ def test_clear_all_through_one_worker_empties_the_node_in_every_worker(two_worke
     again = a.call("POST", f"/sessions/{sid}/learn")["pattern_name"][5:]
     for conn in (a, b):
         assert conn.call("GET", f"/pattern/{again}?node_id=wipe")["pattern"]["pattern"]["frequency"] == 1
+
+
+def test_a_restore_through_one_worker_is_what_every_worker_serves(two_workers):
+    server, a, b = two_workers
+    sid = a.call("POST", "/sessions", {"node_id": "restore"})["session_id"]
+
+    def learn(conn, events):
+        for strings in events:
+            conn.call("POST", f"/sessions/{sid}/observe", {"strings": strings})
+        return conn.call("POST", f"/sessions/{sid}/learn")["pattern_name"][5:]
+
+    kept = learn(a, [["k1"], ["k2"]])
+    learn(b, [["k1"], ["k2"]])
+    backup = a.call("GET", "/kb/export?node_id=restore")
+    later = learn(b, [["l1"], ["l2"]])
+    b.call("POST", "/kb/import?node_id=restore&replace=true", backup)
+    for conn in (a, b):
+        assert conn.call("GET", f"/pattern/{kept}?node_id=restore")["pattern"]["pattern"]["frequency"] == 2
+        assert conn.call("GET", f"/pattern/{later}?node_id=restore")["pattern"]["status"] == "error"
+    # Learns after the restore build on it in every worker.
+    learn(a, [["k1"], ["k2"]])
+    assert b.call("GET", f"/pattern/{kept}?node_id=restore")["pattern"]["pattern"]["frequency"] == 3
