@@ -414,7 +414,7 @@ class _Learn:
     learner's thread, and its outcome (``gen`` once committed, or ``error``)."""
 
     __slots__ = ("record", "fields", "payload", "accumulated", "row", "needs_row", "busy", "deadline", "pause",
-                 "freq", "gen", "error", "done")
+                 "freq", "gen", "error", "done", "finished")
 
     def __init__(self, kb_id: str, record: LearnedPattern, needs_row: bool, row: bool = False) -> None:
         counts: dict[str, int] = {}
@@ -445,7 +445,9 @@ class _Learn:
         self.pause = 0.002
         self.freq = self.gen = 0
         self.error: BaseException | None = None
-        self.done: threading.Lock | None = None
+        self.done = threading.Lock()      # held until the learn is finished
+        self.done.acquire()
+        self.finished = False
 
     def restart(self, row_epoch: str) -> None:
         """Commit as a new pattern whose row was written in clear epoch ``row_epoch`` ('' = none)."""
@@ -458,7 +460,6 @@ class _Learn:
 
     def wait(self) -> int:
         """Block the learner's thread until the learn was applied here; its frequency."""
-        assert self.done is not None
         if not self.done.acquire(timeout=WAIT_TIMEOUT * 2):
             raise StoreUnavailable("redis", f"commit of {self.record.name} took over {WAIT_TIMEOUT * 2:.0f}s")
         if self.error is not None:
@@ -466,12 +467,13 @@ class _Learn:
         return self.freq
 
     def finish(self, error: BaseException | None = None) -> None:
-        """Wake the learner (event loop; once)."""
+        """Wake the learner (event loop; later calls do nothing)."""
+        if self.finished:
+            return
         if error is not None and self.error is None:
             self.error = error
-        done, self.done = self.done, None
-        if done is not None:
-            done.release()
+        self.finished = True
+        self.done.release()
 
 
 class _Attached:
@@ -847,8 +849,6 @@ class SharedPatternStore:
             raise RuntimeError("a shared knowledge base learns on a worker thread, not on the event loop")
         new = record.name not in kb.index
         learn = _Learn(kb.kb_id, record, needs_row=new, row=new)
-        learn.done = threading.Lock()
-        learn.done.acquire()
         with att.queue_lock:
             att.queue.append(learn)
             wake, att.draining = not att.draining, True
