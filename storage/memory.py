@@ -8,12 +8,12 @@ second it expires; a periodic sweep frees the memory of long-expired sessions.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from storage.base import BackendHealth, SessionBusy
+from storage.base import BackendHealth
+from storage.locks import KeyedLocks
 from storage.records import SessionRecord
 
 __all__ = ["MemorySessionStore"]
@@ -31,7 +31,7 @@ class MemorySessionStore:
 
     def __init__(self) -> None:
         self._records: dict[str, SessionRecord] = {}
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._locks = KeyedLocks()
         self._last_sweep = time.time()
 
     async def create(self, record: SessionRecord) -> None:
@@ -87,27 +87,8 @@ class MemorySessionStore:
     @asynccontextmanager
     async def lock(self, session_id: str, timeout: float) -> AsyncIterator[None]:
         """Hold the session's lock; SessionBusy after ``timeout`` seconds of waiting."""
-        entry = self._locks.get(session_id)
-        if entry is None:
-            entry = self._locks[session_id] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            if lock.locked():
-                try:
-                    await asyncio.wait_for(lock.acquire(), timeout)
-                except TimeoutError:
-                    raise SessionBusy(session_id) from None
-            else:
-                await lock.acquire()
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                self._locks.pop(session_id, None)
+        async with self._locks.hold(session_id, timeout, session_id):
+            yield
 
     async def ping(self) -> BackendHealth:
         """Always healthy: the store is this process's memory."""

@@ -41,6 +41,7 @@ from redis.asyncio.retry import Retry
 from engine import PendingVector, Prediction, SessionState, SingleSymbolPrediction
 from engine.config import PARAMETER_ORDER
 from storage.base import BackendHealth, SessionBusy, StoreUnavailable
+from storage.locks import KeyedLocks
 from storage.records import SessionRecord
 
 __all__ = ["RedisConnector", "RedisSessionStore", "session_document", "record_from_document"]
@@ -285,7 +286,7 @@ class RedisSessionStore:
         self.redis = connector
         self.default_ttl = default_ttl
         self._owns = owns_connector
-        self._local: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._local = KeyedLocks()
         self._last_prune = 0.0
 
     @staticmethod
@@ -398,33 +399,17 @@ class RedisSessionStore:
     async def lock(self, session_id: str, timeout: float) -> AsyncIterator[None]:
         """Hold ``kato:session:lock:{id}``; local waiters first-come first-served; SessionBusy on timeout."""
         deadline = time.monotonic() + timeout
-        entry = self._local.get(session_id)
-        if entry is None:
-            entry = self._local[session_id] = (asyncio.Lock(), [0])
-        local, users = entry
-        users[0] += 1
-        try:
+        async with self._local.hold(session_id, timeout, session_id):
+            token = uuid.uuid4().hex
+            await self._acquire(session_id, token, deadline)
+            renew = asyncio.create_task(self._renew(session_id, token))
             try:
-                await asyncio.wait_for(local.acquire(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise SessionBusy(session_id) from None
-            try:
-                token = uuid.uuid4().hex
-                await self._acquire(session_id, token, deadline)
-                renew = asyncio.create_task(self._renew(session_id, token))
-                try:
-                    yield
-                finally:
-                    renew.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renew
-                    await self.redis.release(SESSION_PREFIX + "lock:" + session_id, token, LOCK_LEASE_MS)
+                yield
             finally:
-                local.release()
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                self._local.pop(session_id, None)
+                renew.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renew
+                await self.redis.release(SESSION_PREFIX + "lock:" + session_id, token, LOCK_LEASE_MS)
 
     async def _acquire(self, session_id: str, token: str, deadline: float) -> None:
         key = SESSION_PREFIX + "lock:" + session_id

@@ -50,6 +50,7 @@ import msgspec
 
 from engine import PendingVector, Prediction, SessionState, SingleSymbolPrediction
 from storage.base import BackendHealth, SessionBusy, StoreUnavailable
+from storage.locks import KeyedLocks
 from storage.records import SessionRecord
 
 __all__ = ["SqliteSessionStore"]
@@ -150,7 +151,7 @@ class SqliteSessionStore:
         self._lock = threading.Lock()   # the connection (the metrics sampler may run elsewhere)
         # session id -> (versions read before the row, row, decoded record without the column scalars)
         self._cache: dict[str, tuple[tuple[int, int], _Row, SessionRecord]] = {}
-        self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        self._locks = KeyedLocks()
         self._last_sweep = 0.0
         try:
             self._fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -328,38 +329,19 @@ class SqliteSessionStore:
     async def lock(self, session_id: str, timeout: float) -> AsyncIterator[None]:
         """Hold the session's lock across processes; SessionBusy after ``timeout`` seconds."""
         offset = 1 + zlib.crc32(session_id.encode())
-        entry = self._locks.get(offset)
-        if entry is None:
-            entry = self._locks[offset] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
-            if lock.locked():
-                try:
-                    await asyncio.wait_for(lock.acquire(), timeout)
-                except TimeoutError:
-                    raise SessionBusy(session_id) from None
-            else:
-                await lock.acquire()
+        async with self._locks.hold(offset, timeout, session_id):
+            delay = LOCK_POLL_FIRST
+            while not self._try_lock(offset):
+                if loop.time() >= deadline:
+                    raise SessionBusy(session_id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LOCK_POLL_MAX)
             try:
-                delay = LOCK_POLL_FIRST
-                while not self._try_lock(offset):
-                    if loop.time() >= deadline:
-                        raise SessionBusy(session_id)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, LOCK_POLL_MAX)
-                try:
-                    yield
-                finally:
-                    fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
+                yield
             finally:
-                lock.release()
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                self._locks.pop(offset, None)
+                fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
 
     def _try_lock(self, offset: int) -> bool:
         try:
