@@ -52,7 +52,7 @@ from engine.vectors import ExactVectorIndex, VectorIndex
 from storage.base import BackendHealth, StoreUnavailable
 from storage.snapshot import KbSnapshot, load_snapshot
 
-__all__ = ["SqlitePatternStore", "SqliteKnowledgeBase", "LoggedVectorStore", "LoggedVectorIndex"]
+__all__ = ["SqlitePatternStore", "SqliteKnowledgeBase", "LoggedVectorStore", "LoggedVectorIndex", "ping_sqlite"]
 
 _LEARN, _FINALIZE, _SNAPSHOT, _VECTORS = 0, 1, 2, 3
 _SCHEMA = """
@@ -275,13 +275,7 @@ class SqlitePatternStore:
 
     async def ping(self) -> BackendHealth:
         """Run ``SELECT 1``; reports the error text instead of raising."""
-        start = time.perf_counter()
-        try:
-            with self._lock:
-                self._db.execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
-            return BackendHealth(ok=False, latency_ms=_ms(start), error=str(exc))
-        return BackendHealth(ok=True, latency_ms=_ms(start))
+        return ping_sqlite(self._db, self._lock)
 
     async def close(self) -> None:
         """Checkpoint the WAL and close the file."""
@@ -457,6 +451,17 @@ class LoggedVectorStore:
 
     async def close(self) -> None:
         """Nothing to release: the pattern store owns the file."""
+
+
+def ping_sqlite(db: sqlite3.Connection, lock: threading.Lock) -> BackendHealth:
+    """``SELECT 1`` on ``db`` under ``lock``: the health of an SQLite file, errors as text."""
+    start = time.perf_counter()
+    try:
+        with lock:
+            db.execute("SELECT 1").fetchone()
+    except sqlite3.Error as exc:
+        return BackendHealth(ok=False, latency_ms=_ms(start), error=str(exc))
+    return BackendHealth(ok=True, latency_ms=_ms(start))
 
 
 def _ms(start: float) -> float:

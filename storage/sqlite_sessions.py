@@ -51,6 +51,7 @@ import msgspec
 from engine import PendingVector, Prediction, SessionState, SingleSymbolPrediction
 from storage.base import BackendHealth, SessionBusy, StoreUnavailable
 from storage.locks import KeyedLocks
+from storage.sqlite import ping_sqlite
 from storage.records import SessionRecord
 
 __all__ = ["SqliteSessionStore"]
@@ -354,13 +355,7 @@ class SqliteSessionStore:
 
     async def ping(self) -> BackendHealth:
         """Run ``SELECT 1``; reports the error text instead of raising."""
-        start = time.perf_counter()
-        try:
-            with self._lock:
-                self._db.execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
-            return BackendHealth(ok=False, latency_ms=_ms(start), error=str(exc))
-        return BackendHealth(ok=True, latency_ms=_ms(start))
+        return ping_sqlite(self._db, self._lock)
 
     async def close(self) -> None:
         """Close the file (the sessions stay for the next start)."""
@@ -376,7 +371,3 @@ class SqliteSessionStore:
         with self._writing() as db:
             if db.execute("DELETE FROM sessions WHERE expires_at < ?", (now - EXPIRED_GRACE_SECONDS,)).rowcount:
                 self._bump(0)
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000.0, 3)
