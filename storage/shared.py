@@ -963,7 +963,8 @@ class SharedPatternStore:
                     pending = [learn for learn in pending if learn.error is None]
                     cut = next((i for i, learn in enumerate(pending) if learn.busy), len(pending))
                     if ordered:
-                        waiting, pending = pending[cut:], pending[:cut]
+                        # Learns parked on an earlier pass come after these in the order.
+                        waiting, pending = pending[cut:] + waiting, pending[:cut]
                     else:
                         waiting += [learn for learn in pending if learn.busy]
                         pending = [learn for learn in pending if not learn.busy]

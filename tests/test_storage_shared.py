@@ -324,3 +324,44 @@ def test_a_claim_whose_release_met_an_outage_is_released_when_redis_returns(redi
         for store in (one, two):
             aio.run(store.close())
         redis.stop()
+
+
+def test_an_import_keeps_learns_parked_behind_a_claim_when_a_clear_forces_a_second_pass(two_stores, aio,
+                                                                                       monkeypatch):
+    """append() of [a, b]: b's new row is being written by another caller (its claim is held),
+    so b is parked; a's learn script then answers need_row (a clear-all raced it), which takes
+    a second pass. b must still be committed once its claim is free, not dropped."""
+    from storage.shared import _Keys
+
+    one, _ = two_stores
+    reference = KnowledgeBase("kbp")
+    learned = []
+    for name in ("a", "b"):
+        state = SessionState()
+        for strings in ([name], ["end"]):
+            reference.observe(state, Observation(strings=strings), EngineConfig())
+        learned.append(reference.learn(state, EngineConfig())[1])
+    claim = _Keys("kbp").of("claim", learned[1].name)
+    real = one._run_learns
+    first = [True]
+
+    async def clear_raced_once(keys, learns, token, ordered):
+        if first[0]:   # the script's answer when a clear-all dropped the row since the claim
+            first[0] = False
+            assert [learn.record.name for learn in learns] == [learned[0].name]   # b is parked
+            return [[b"need_row"]] + [[b"skip"]] * (len(learns) - 1)
+        return await real(keys, learns, token, ordered)
+
+    monkeypatch.setattr(one, "_run_learns", clear_raced_once)
+
+    async def main() -> None:
+        r = one.redis.client
+        await r.set(claim, "another-caller", px=30_000)
+        asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(r.delete(claim)))
+        await one.append("kbp", learned)
+        rebuilt = KnowledgeBase("kbp")
+        await one.rebuild(rebuilt)
+        assert rebuilt.pattern(learned[0].name)["frequency"] == 1
+        assert rebuilt.pattern(learned[1].name) is not None and rebuilt.pattern(learned[1].name)["frequency"] == 1
+
+    aio.run(main())
