@@ -290,6 +290,20 @@ def test_workers_setting_is_checked():
             Settings.from_env(bad)
 
 
+def test_a_worker_that_cannot_start_stops_the_others_and_fails_the_command(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.servers.redis_server import free_port
+
+    data_dir = tmp_path / "a-file"
+    data_dir.write_text("not a directory")   # every worker's start-up fails opening its stores
+    proc = subprocess.run([sys.executable, "-m", "web.cli", "serve", "--workers", "2", "--host", "127.0.0.1",
+                           "--port", str(free_port()), "--data-dir", str(data_dir)],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, timeout=120)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+
+
 def test_clear_all_through_one_worker_empties_the_node_in_every_worker(two_workers):
     server, a, b = two_workers
     sid = a.call("POST", "/sessions", {"node_id": "wipe"})["session_id"]

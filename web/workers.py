@@ -19,6 +19,7 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import socket
+import sys
 from typing import Any
 
 __all__ = ["run_workers"]
@@ -35,9 +36,11 @@ def _serve(host: str, port: int, options: dict[str, Any]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.set_inheritable(True)
     config = uvicorn.Config(worker_app, factory=True, host=host, port=port, **options)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:   # Server.run returns quietly when start-up (the lifespan) failed
+        sys.exit(3)
 
 
 def run_workers(workers: int, host: str, port: int, options: dict[str, Any]) -> int:
@@ -45,25 +48,32 @@ def run_workers(workers: int, host: str, port: int, options: dict[str, Any]) -> 
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_serve, args=(host, port, options), name=f"kato-worker-{i}")
              for i in range(workers)]
-    stopping = False
+    stopping = False   # a signal asked for the stop (not a worker's exit)
+    started: list[Any] = []
 
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in procs:
+    def terminate() -> None:
+        for proc in started:
             if proc.is_alive():
                 proc.terminate()
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        terminate()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for proc in procs:
+            if stopping:   # a signal while starting: start no more
+                break
             proc.start()
-        multiprocessing.connection.wait([proc.sentinel for proc in procs])
-        if not stopping:
-            stop(signal.SIGTERM, None)
-        for proc in procs:
+            started.append(proc)
+        if started:
+            multiprocessing.connection.wait([proc.sentinel for proc in started])
+        terminate()
+        for proc in started:
             proc.join()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0 if stopping and all(proc.exitcode == 0 for proc in procs) else 1
+    return 0 if stopping and all(proc.exitcode == 0 for proc in started) else 1
