@@ -265,9 +265,7 @@ class SqlitePatternStore:
 
     async def clear(self, kb_id: str) -> None:
         """Delete every row of ``kb_id``; other processes reload it (empty) on their next sync."""
-        with self._writing() as db:
-            db.execute("DELETE FROM learn_log WHERE kb_id = ?", (kb_id,))
-            db.execute(_BUMP, (kb_id,))
+        self._write([], replace=kb_id)
 
     async def restore(self, kb_id: str, snapshot: KbSnapshot) -> None:
         """Replace every row of ``kb_id`` by one snapshot row, in one transaction."""
@@ -347,18 +345,19 @@ class SqlitePatternStore:
             kb = self._attached.get(kb_id)
             if kb is not None:
                 self._catch_up(kb)
-            fresh = [(name, list(vec)) for name, vec in items if vec and name not in index.local]
+            dimension = index.local.dimension
+            fresh, mismatched = [], []
+            for name, vec in items:
+                if vec and name not in index.local:
+                    (fresh if dimension is None or len(vec) == dimension else mismatched).append((name, list(vec)))
+            if mismatched:   # warned and counted here (§4.5.4), never logged: no worker could index them
+                index.local.upsert(mismatched)
             if not fresh:
                 return
             seq = db.execute(_INSERT, (kb_id, _VECTORS, "", _vectors_encoder.encode(fresh))).lastrowid
             if kb is not None and kb.vectors is index:
                 index.local.upsert(fresh)
                 kb.seq = seq
-
-    def _drop_vectors(self, kb_id: str) -> None:
-        with self._writing() as db:
-            db.execute("DELETE FROM learn_log WHERE kb_id = ? AND kind = ?", (kb_id, _VECTORS))
-            db.execute(_BUMP, (kb_id,))
 
     def _vector_rows(self, kb_id: str) -> list[list[tuple[str, list[float]]]]:
         with self._lock:
@@ -421,8 +420,13 @@ class LoggedVectorStore:
         return index
 
     async def drop(self, kb_id: str) -> None:
-        """Delete every vector of ``kb_id`` (every process reloads the knowledge base)."""
-        self.patterns._drop_vectors(kb_id)
+        """Forget this process's vectors of ``kb_id``.
+
+        The rows are already gone: the vectors live in the learn log, whose ``clear``
+        and ``restore`` (the only callers' previous step) delete every row of the
+        knowledge base in their own transaction. A second delete here, in a transaction
+        of its own, could take vectors that another worker logged in between.
+        """
         index = self._indexes.get(kb_id)
         if index is not None:
             index.local.clear()

@@ -343,3 +343,26 @@ def test_a_restore_through_one_worker_is_what_every_worker_serves(two_workers):
     # Learns after the restore build on it in every worker.
     learn(a, [["k1"], ["k2"]])
     assert b.call("GET", f"/pattern/{kept}?node_id=restore")["pattern"]["pattern"]["frequency"] == 3
+
+
+def test_a_vector_of_another_dimension_is_counted_not_logged(tmp_path):
+    import asyncio
+
+    from storage.sqlite import _VECTORS, LoggedVectorStore, SqlitePatternStore
+
+    async def main() -> None:
+        patterns = SqlitePatternStore(tmp_path / "patterns.sqlite3")
+        vectors = LoggedVectorStore(patterns)
+        kb = patterns.knowledge_base("kbd", vectors.index("kbd"))
+        await patterns.rebuild(kb)
+        index = vectors.index("kbd")
+        index.upsert([("VCTR|a", [1.0, 0.0])])
+        for _ in range(3):   # every learn that carries it again
+            index.upsert([("VCTR|long", [1.0, 2.0, 3.0])])
+        logged = patterns._db.execute("SELECT COUNT(*) FROM learn_log WHERE kb_id = ? AND kind = ?",
+                                      ("kbd", _VECTORS)).fetchone()[0]
+        assert logged == 1 and vectors.unindexed() == 3
+        assert await vectors.points("kbd") == [("VCTR|a", [1.0, 0.0])]
+        await patterns.close()
+
+    asyncio.run(main())
