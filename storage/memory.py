@@ -14,14 +14,10 @@ from contextlib import asynccontextmanager
 
 from storage.base import BackendHealth
 from storage.locks import KeyedLocks
-from storage.records import SessionRecord
+from storage.records import EXPIRED_GRACE_SECONDS, SWEEP_SECONDS, SessionRecord
 
 __all__ = ["MemorySessionStore"]
 
-# An expired session stays answerable as "expired" by /exists for this long
-# before the sweep forgets it (Redis would forget it at once; a short grace period
-# tells a client *why* its session is gone).
-EXPIRED_GRACE_SECONDS = 300.0
 
 
 class MemorySessionStore:
@@ -99,7 +95,7 @@ class MemorySessionStore:
         self._records.clear()
 
     def _maybe_sweep(self, now: float) -> None:
-        if now - self._last_sweep < 60.0:
+        if now - self._last_sweep < SWEEP_SECONDS:
             return
         self._last_sweep = now
         cutoff = now - EXPIRED_GRACE_SECONDS

@@ -8,7 +8,13 @@ import msgspec
 
 from engine import SessionState
 
-__all__ = ["SessionRecord"]
+__all__ = ["SessionRecord", "EXPIRED_GRACE_SECONDS", "SWEEP_SECONDS"]
+
+# Every session store: an expired session stays answerable as "expired" by /exists
+# this long before a sweep forgets it (a short grace period tells a client *why*
+# its session is gone); sweeps run at most once per SWEEP_SECONDS.
+EXPIRED_GRACE_SECONDS = 300.0
+SWEEP_SECONDS = 60.0
 
 
 class SessionRecord(msgspec.Struct, kw_only=True):

@@ -42,7 +42,7 @@ from engine import PendingVector, Prediction, SessionState, SingleSymbolPredicti
 from engine.config import PARAMETER_ORDER
 from storage.base import BackendHealth, SessionBusy, StoreUnavailable
 from storage.locks import KeyedLocks
-from storage.records import SessionRecord
+from storage.records import EXPIRED_GRACE_SECONDS, SWEEP_SECONDS, SessionRecord
 
 __all__ = ["RedisConnector", "RedisSessionStore", "session_document", "record_from_document"]
 
@@ -55,8 +55,6 @@ EXPIRY_INDEX = "kato:session:_expiry_index"
 LOCK_LEASE_MS = 30_000          # a crashed holder blocks its session at most this long
 RELEASE_RETRY_SECONDS = 0.1     # a release that met an outage is retried this often
 LOCK_RENEW_SECONDS = 10.0
-# Expired members stay in the expiry index this long so /exists can say "expired".
-EXPIRED_GRACE_SECONDS = 300.0
 _MAX_DOC_SIZES = 1000           # api.md §3.7, reported in the document as HEAD does
 
 
@@ -390,7 +388,7 @@ class RedisSessionStore:
         return int(await self.redis.run(lambda r: r.zcount(EXPIRY_INDEX, f"({now}", "+inf")))
 
     async def _maybe_prune(self, now: float) -> None:
-        if now - self._last_prune < 60.0:
+        if now - self._last_prune < SWEEP_SECONDS:
             return
         self._last_prune = now
         await self.redis.run(lambda r: r.zremrangebyscore(EXPIRY_INDEX, "-inf", now - EXPIRED_GRACE_SECONDS))

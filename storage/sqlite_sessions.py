@@ -52,14 +52,10 @@ from engine import PendingVector, Prediction, SessionState, SingleSymbolPredicti
 from storage.base import BackendHealth, SessionBusy, StoreUnavailable
 from storage.locks import KeyedLocks
 from storage.sqlite import ping_sqlite
-from storage.records import SessionRecord
+from storage.records import EXPIRED_GRACE_SECONDS, SWEEP_SECONDS, SessionRecord
 
 __all__ = ["SqliteSessionStore"]
 
-# As in storage/memory.py: an expired session stays answerable as "expired" by
-# /exists this long before the sweep deletes its row.
-EXPIRED_GRACE_SECONDS = 300.0
-SWEEP_SECONDS = 60.0
 CACHED_BODIES = 4096      # decoded bodies kept per process
 LOCK_POLL_FIRST = 0.0005  # seconds between tries of a session lock held by another process; doubles
 LOCK_POLL_MAX = 0.01
