@@ -558,6 +558,24 @@ class _Snapshot(msgspec.Struct):
     finalized: dict[str, tuple[float, float, float]]
 
 
+def _off_loop(kb: SharedKnowledgeBase) -> _Attached:
+    """The attachment of ``kb``, checked to be usable from this (worker) thread.
+
+    Raises RuntimeError when ``kb`` is not open, or when called on its event loop,
+    which would wait on itself.
+    """
+    att = kb.attached
+    if att is None:
+        raise RuntimeError(f"knowledge base {kb.kb_id} is not open (PatternStore.rebuild first)")
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is att.loop:
+        raise RuntimeError("a shared knowledge base learns on a worker thread, not on the event loop")
+    return att
+
+
 class SharedPatternStore:
     """PatternStore over ClickHouse (rows) and Redis (state, generation, change stream)."""
 
@@ -637,17 +655,11 @@ class SharedPatternStore:
 
     def _blocking(self, kb: SharedKnowledgeBase, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the store's event loop from an engine worker thread and wait."""
-        att = kb.attached
-        if att is None:
-            coro.close()
-            raise RuntimeError(f"knowledge base {kb.kb_id} is not open (PatternStore.rebuild first)")
         try:
-            running = asyncio.get_running_loop()
+            att = _off_loop(kb)
         except RuntimeError:
-            running = None
-        if running is att.loop:
             coro.close()
-            raise RuntimeError("a shared knowledge base learns on a worker thread, not on the event loop")
+            raise
         future = asyncio.run_coroutine_threadsafe(coro, att.loop)
         try:
             return future.result(WAIT_TIMEOUT * 2)
@@ -838,23 +850,20 @@ class SharedPatternStore:
 
     def _submit(self, kb: SharedKnowledgeBase, record: LearnedPattern) -> int:
         """Queue one learn for the knowledge base's next batch and wait for it (worker thread)."""
-        att = kb.attached
-        if att is None:
-            raise RuntimeError(f"knowledge base {kb.kb_id} is not open (PatternStore.rebuild first)")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is att.loop:
-            raise RuntimeError("a shared knowledge base learns on a worker thread, not on the event loop")
+        att = _off_loop(kb)
         new = record.name not in kb.index
         learn = _Learn(kb.kb_id, record, needs_row=new, row=new)
+        self._enqueue(att, [learn])
+        return learn.wait()
+
+    def _enqueue(self, att: _Attached, learns: list[_Learn]) -> None:
+        """Add ``learns`` to the queue of ``att``; the first after a drain schedules the next
+        (any thread: the drain itself always runs on the event loop)."""
         with att.queue_lock:
-            att.queue.append(learn)
+            att.queue += learns
             wake, att.draining = not att.draining, True
         if wake:
             att.loop.call_soon_threadsafe(self._drain, att)
-        return learn.wait()
 
     def _drain(self, att: _Attached) -> None:
         """Start a batch of everything queued for ``att`` unless MAX_BATCHES already run
@@ -873,13 +882,6 @@ class SharedPatternStore:
         self._batches.discard(task)
         att.batches -= 1
         self._drain(att)
-
-    def _requeue(self, att: _Attached, learns: list[_Learn]) -> None:
-        with att.queue_lock:
-            att.queue += learns
-            wake, att.draining = not att.draining, True
-        if wake:
-            self._drain(att)
 
     async def _learn_batch(self, att: _Attached, learns: list[_Learn]) -> None:
         """Commit a batch of concurrent learns, apply the stream up to them, wake their threads.
@@ -914,7 +916,7 @@ class SharedPatternStore:
             pause = max(learn.pause for learn in later)
             for learn in later:
                 learn.pause = min(learn.pause * 2, 0.05)
-            att.loop.call_later(pause, self._requeue, att, later)
+            att.loop.call_later(pause, self._enqueue, att, later)
 
     async def append(self, kb_id: str, learned: Sequence[LearnedPattern]) -> None:
         """Commit learns made elsewhere (a plain KnowledgeBase), in order; new rows in one batch."""
