@@ -985,6 +985,8 @@ class SharedPatternStore:
                     elif kind == b"meta":
                         learn.stored_metadata(reply[1].decode())
                         left.append(learn)
+                    elif kind == b"error":               # its chunk's script failed
+                        learn.error = reply[1]
                     elif kind == b"need_row":
                         # Gone since we looked (a clear-all): write its row again.
                         learn.needs_row = True
@@ -1019,10 +1021,22 @@ class SharedPatternStore:
                 if not all(isinstance(reply[0], int) for reply in result):
                     break
         else:
-            # Concurrent learns: chunks go out in one pipeline; those refused retry.
-            results = await asyncio.gather(*(call(chunk) for chunk in chunks))
-            replies = [reply for result, chunk in zip(results, chunks)
-                       for reply in (result if result[0] != b"clearing" else [[b"skip"]] * len(chunk))]
+            # Concurrent learns: chunks go out in one pipeline; those refused retry. A chunk
+            # whose script failed on its own fails only its learns: the others committed.
+            results = await asyncio.gather(*(call(chunk) for chunk in chunks), return_exceptions=True)
+            failures = [result for result in results if isinstance(result, BaseException)]
+            for failure in failures:
+                if not isinstance(failure, Exception) or len(failures) == len(results):
+                    raise failure   # cancelled, or nothing committed: the whole batch fails
+            replies = []
+            for result, chunk in zip(results, chunks):
+                if isinstance(result, BaseException):
+                    error = result if isinstance(result, StoreUnavailable) else StoreUnavailable("redis", str(result))
+                    replies += [[b"error", error]] * len(chunk)
+                elif result[0] == b"clearing":
+                    replies += [[b"skip"]] * len(chunk)
+                else:
+                    replies += result
         if not replies or all(reply[0] == b"skip" for reply in replies):
             return None
         return replies + [[b"skip"]] * (len(learns) - len(replies))

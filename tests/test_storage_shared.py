@@ -365,3 +365,50 @@ def test_an_import_keeps_learns_parked_behind_a_claim_when_a_clear_forces_a_seco
         assert rebuilt.pattern(learned[1].name) is not None and rebuilt.pattern(learned[1].name)["frequency"] == 1
 
     aio.run(main())
+
+
+def test_a_learn_script_failing_in_one_chunk_fails_only_that_chunks_learns(two_stores, aio, monkeypatch):
+    """Concurrent learns go out as several learn-script calls (chunks). When one call
+    fails on its own, the learns of the other chunks committed: they must be reported
+    as committed, not as failed (a client retrying those would count them twice)."""
+    import storage.shared as shared
+    from redis.exceptions import ResponseError
+    from storage.base import StoreUnavailable
+
+    one, _ = two_stores
+    monkeypatch.setattr(shared, "LEARN_CHUNK", 2)
+    events = [[["c0"], [f"c{k}"]] for k in range(1, 13)]   # 12 new patterns
+    poisoned = pattern_hash(events[5])
+    real = one._eval
+
+    async def failing_eval(source, keys, args):
+        if source == shared._LEARN and any(poisoned.encode() in arg for arg in args if isinstance(arg, bytes)):
+            raise ResponseError("ERR simulated failure of one learn script")
+        return await real(source, keys, args)
+
+    monkeypatch.setattr(one, "_eval", failing_eval)
+    kb = one.knowledge_base("kbc")
+    outcome: dict[str, object] = {}
+
+    def learner(ev):
+        def run() -> None:
+            try:
+                outcome[pattern_hash(ev)] = kb.apply(LearnedPattern(name=pattern_hash(ev), events=ev, emotives=[],
+                                                                    metadata=[], persistence=5, frequency=0))
+            except StoreUnavailable as exc:
+                outcome[pattern_hash(ev)] = exc
+        return run
+
+    async def main() -> None:
+        await one.rebuild(kb)
+        await asyncio.gather(*(anyio.to_thread.run_sync(learner(ev)) for ev in events))
+        fresh = KnowledgeBase("kbc")
+        await one.rebuild(fresh)
+        assert isinstance(outcome[poisoned], StoreUnavailable)
+        for name, result in outcome.items():
+            if isinstance(result, StoreUnavailable):
+                assert fresh.pattern(name) is None, f"{name} failed but was committed"
+            else:
+                assert result == 1 and fresh.pattern(name)["frequency"] == 1
+
+    aio.run(main())
