@@ -63,12 +63,16 @@ def open_stores(settings: StorageSettings) -> Stores:
             from storage.sqlite import LoggedVectorStore
             from storage.sqlite_sessions import SqliteSessionStore
 
-            return Stores(sessions=SqliteSessionStore(root / "sessions.sqlite3"), patterns=patterns,
-                          vectors=LoggedVectorStore(patterns))
+            try:
+                sessions = SqliteSessionStore(root / "sessions.sqlite3")
+            except Exception:
+                patterns.close_now()
+                raise
+            return Stores(sessions=sessions, patterns=patterns, vectors=LoggedVectorStore(patterns))
         try:
             vectors = QdrantStore(path=root / "qdrant", backend="qdrant_local")
         except Exception:
-            patterns._db.close()
+            patterns.close_now()
             raise
     return Stores(sessions=MemorySessionStore(), patterns=patterns, vectors=vectors)
 

@@ -277,6 +277,10 @@ class SqlitePatternStore:
 
     async def close(self) -> None:
         """Checkpoint the WAL and close the file."""
+        self.close_now()
+
+    def close_now(self) -> None:
+        """:meth:`close` for synchronous callers (a failed start-up releasing what it opened)."""
         with self._lock:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
