@@ -905,7 +905,6 @@ class SharedPatternStore:
         later = []
         for learn in learns:
             if learn in waiting and now < learn.deadline:
-                learn.busy = False
                 later.append(learn)
                 continue
             if learn in waiting:
@@ -938,8 +937,6 @@ class SharedPatternStore:
                                                     f"{WAIT_TIMEOUT:.0f}s")
                 await asyncio.sleep(pending[0].pause)
                 pending[0].pause = min(pending[0].pause * 2, 0.05)
-                for learn in pending:
-                    learn.busy = False
 
     async def _commit_many(self, keys: _Keys, learns: list[_Learn], ordered: bool) -> list[_Learn]:
         """Steps 1–2 of the module docstring for many learns: claims and rows for the new
@@ -1067,11 +1064,10 @@ class SharedPatternStore:
         outcome = dict(zip(names, codes))
         for learn in learns:
             name = learn.record.name
+            learn.busy = outcome[name] == "b"   # decided afresh by every claim
             if name in failed:
                 learn.error = failed[name]
-            elif outcome[name] == "b":
-                learn.busy = True
-            else:
+            elif not learn.busy:
                 learn.needs_row = False
                 learn.restart(epoch if outcome[name] == "w" else "")
         return False
