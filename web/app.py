@@ -14,7 +14,6 @@ from web.controllers.health import HealthController
 from web.controllers.monitoring import MonitoringController
 from web.controllers.patterns import DeprecatedController, PatternController, SymbolController
 from web.controllers.sessions import SessionController
-from web.deps import dependencies
 from web.edge import Edge
 from web.errors import exception_handlers
 from web.lifespan import lifespan
@@ -38,7 +37,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[SessionController, PatternController, SymbolController, DeprecatedController,
                         HealthController, MonitoringController, BackupController, events],
-        dependencies=dependencies,
         exception_handlers=exception_handlers,
         lifespan=[lifespan(settings)],
         cors_config=CORSConfig(allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],

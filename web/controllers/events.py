@@ -9,15 +9,16 @@ import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from web.deps import Rt
+from web.deps import runtime
 from web.timefmt import iso_offset
 
 __all__ = ["events"]
 
 
 @websocket("/ws/events")
-async def events(socket: WebSocket, rt: Rt) -> None:
+async def events(socket: WebSocket) -> None:
     """Snapshot first, then every session.created / session.destroyed; ``ping`` -> ``pong``."""
+    rt = runtime(socket)
     await socket.accept()
     queue = rt.events.subscribe()
     try:

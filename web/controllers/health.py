@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from litestar.params import FromPath
-from litestar import Controller, MediaType, Response, get
+from litestar import Controller, MediaType, Request, Response, get
 
 from web import __version__
 from web.health import health_report, status_report
-from web.deps import Rt
+from web.deps import runtime
 from web.runtime import Runtime
 from web.schemas.health import Banner, HealthResponse, PingResponse, StatusResponse
 
@@ -23,29 +23,34 @@ class HealthController(Controller):
     tags = ["health"]
 
     @get(["/health", "/v2/health"], summary="Health of the service and every backend")
-    async def health(self, rt: Rt) -> Response[HealthResponse]:
+    async def health(self, request: Request) -> Response[HealthResponse]:
         """200 healthy/degraded, 503 unhealthy; ``backends`` has one ping result per store."""
+        rt = runtime(request)
         body, status = await health_report(rt)
         return Response(body, status_code=status, media_type=MediaType.JSON)
 
     @get(["/status", "/v2/status"], summary="Service status")
-    async def status(self, rt: Rt) -> StatusResponse:
+    async def status(self, request: Request) -> StatusResponse:
         """Live sessions and the knowledge bases held in memory."""
+        rt = runtime(request)
         return await status_report(rt)
 
     @get("/kato-api/ping", summary="Ping")
-    async def ping(self, rt: Rt) -> PingResponse:
+    async def ping(self, request: Request) -> PingResponse:
         """The process answers; ``id`` is PROCESSOR_ID."""
+        rt = runtime(request)
         return _ping(rt, rt.settings.processor_id)
 
     @get("/{processor_id:str}/ping", summary="Ping a processor")
-    async def processor_ping(self, processor_id: FromPath[str], rt: Rt) -> PingResponse:
+    async def processor_ping(self, processor_id: FromPath[str], request: Request) -> PingResponse:
         """The process answers for any processor id (knowledge bases are created on demand)."""
+        rt = runtime(request)
         return _ping(rt, processor_id)
 
     @get("/", summary="Service banner")
-    async def banner(self, rt: Rt) -> Banner:
+    async def banner(self, request: Request) -> Banner:
         """Name, version and where the docs are."""
+        rt = runtime(request)
         return Banner(service="KATO API", version=__version__,
                       description="Deterministic sequence learning and prediction",
                       docs="/schema", health="/health", status="running", uptime_seconds=rt.metrics.uptime(),

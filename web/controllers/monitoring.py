@@ -12,7 +12,7 @@ from litestar.exceptions import NotFoundException
 from web.decoding import query_int
 from web.health import backend_health, metrics_report, processors_info
 from web.metrics import SERIES
-from web.deps import Rt
+from web.deps import runtime
 
 __all__ = ["MonitoringController"]
 
@@ -24,13 +24,15 @@ class MonitoringController(Controller):
     tags = ["monitoring"]
 
     @get("/metrics", summary="Metric summary (JSON)")
-    async def metrics(self, rt: Rt) -> dict[str, Any]:
+    async def metrics(self, request: Request) -> dict[str, Any]:
         """Sessions, request performance, host resources, per-role store counters."""
+        rt = runtime(request)
         return await metrics_report(rt)
 
     @get("/stats", summary="Metric time series")
-    async def stats(self, request: Request, rt: Rt) -> dict[str, Any]:
+    async def stats(self, request: Request) -> dict[str, Any]:
         """Every series within ``?minutes=`` (default 10)."""
+        rt = runtime(request)
         minutes = query_int(request.query_params, "minutes", 10)
         report = await metrics_report(rt)
         health_issues = [f"{name} unavailable" for name, ping in (await backend_health(rt)).values()
@@ -53,8 +55,9 @@ class MonitoringController(Controller):
         }
 
     @get("/metrics/{metric_name:str}", summary="One metric's history")
-    async def metric(self, metric_name: FromPath[str], request: Request, rt: Rt) -> dict[str, Any]:
+    async def metric(self, metric_name: FromPath[str], request: Request) -> dict[str, Any]:
         """Points within ``?minutes=`` (default 10); 404 when there are none."""
+        rt = runtime(request)
         minutes = query_int(request.query_params, "minutes", 10)
         points = rt.metrics.points(metric_name, minutes)
         if not points:
@@ -67,8 +70,9 @@ class MonitoringController(Controller):
                 "data_points": points}
 
     @get("/prometheus", summary="Prometheus exposition", media_type=MediaType.TEXT)
-    async def prometheus(self, rt: Rt) -> Response[str]:
+    async def prometheus(self, request: Request) -> Response[str]:
         """Text format 0.0.4 (kept off /metrics, which is the reference's JSON)."""
+        rt = runtime(request)
         backends = {name: ping.ok for name, ping in (await backend_health(rt)).values()}
         text = rt.metrics.prometheus(await rt.sessions.count(), backends, rt.stores.vectors.unindexed())
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -6,7 +6,7 @@ from litestar.params import FromPath
 from litestar import Controller, Request, get
 
 from web.nodes import kb_id_for, resolve_node
-from web.deps import Rt
+from web.deps import runtime
 from web.runtime import Runtime
 from web.schemas.patterns import (
     AffinityAll,
@@ -39,8 +39,9 @@ class PatternController(Controller):
     tags = ["patterns"]
 
     @get("/{pattern_id:str}", summary="One learned pattern")
-    async def pattern(self, pattern_id: FromPath[str], request: Request, rt: Rt) -> PatternResponse:
+    async def pattern(self, pattern_id: FromPath[str], request: Request) -> PatternResponse:
         """Bare hash or ``PTRN|<hash>``; an unknown id is still 200 with ``status: "error"``."""
+        rt = runtime(request)
         kb_id, kb = await _kb(rt, request)
         try:
             record = kb.pattern(pattern_id)
@@ -62,22 +63,25 @@ class SymbolController(Controller):
     tags = ["patterns"]
 
     @get("/affinity", summary="Affinity of every symbol")
-    async def affinities(self, request: Request, rt: Rt) -> AffinityAll:
+    async def affinities(self, request: Request) -> AffinityAll:
         """Running emotive sums per symbol."""
+        rt = runtime(request)
         kb_id, kb = await _kb(rt, request)
         return AffinityAll(affinities=kb.index.affinity_table(), node_id=kb_id)
 
     @get("/stats", summary="Symbol frequencies")
-    async def stats(self, request: Request, rt: Rt) -> SymbolStats:
+    async def stats(self, request: Request) -> SymbolStats:
         """Frequency and pattern-membership count per symbol."""
+        rt = runtime(request)
         kb_id, kb = await _kb(rt, request)
         symbols = {name: SymbolStat(name=name, frequency=freq, pattern_member_frequency=pmf)
                    for name, freq, pmf in kb.index.symbol_stats()}
         return SymbolStats(symbols=symbols, node_id=kb_id)
 
     @get("/{symbol:str}/affinity", summary="Affinity of one symbol")
-    async def affinity(self, symbol: FromPath[str], request: Request, rt: Rt) -> AffinityOne:
+    async def affinity(self, symbol: FromPath[str], request: Request) -> AffinityOne:
         """``{}`` for an unknown symbol."""
+        rt = runtime(request)
         kb_id, kb = await _kb(rt, request)
         return AffinityOne(symbol=symbol, affinity=kb.index.affinity_table().get(symbol, {}), node_id=kb_id)
 
@@ -89,14 +93,16 @@ class DeprecatedController(Controller):
     tags = ["deprecated"]
 
     @get("/percept-data", summary="Deprecated", deprecated=True)
-    async def percept(self, request: Request, rt: Rt) -> DeprecatedPercept:
+    async def percept(self, request: Request) -> DeprecatedPercept:
         """Always empty; use the session route."""
+        rt = runtime(request)
         kb_id = kb_id_for(resolve_node(request.query_params, request.headers), rt.settings.service_name)
         return DeprecatedPercept(percept_data={}, node_id=kb_id, warning=_DEPRECATED % "percept-data")
 
     @get("/cognition-data", summary="Deprecated", deprecated=True)
-    async def cognition(self, request: Request, rt: Rt) -> DeprecatedCognition:
+    async def cognition(self, request: Request) -> DeprecatedCognition:
         """Always empty; use the session route."""
+        rt = runtime(request)
         kb_id = kb_id_for(resolve_node(request.query_params, request.headers), rt.settings.service_name)
         data = {"predictions": [], "emotives": {}, "symbols": [], "command": "", "metadata": {}, "path": [],
                 "strings": [], "vectors": [], "short_term_memory": []}
