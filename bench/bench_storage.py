@@ -18,7 +18,9 @@ costs but no network. Printed under "server storage" at the end:
   first request for a knowledge base. Target: under 10 s.
 
 Every figure also shows the machine's 1-minute load average at its end: on a
-shared machine the figures move with it.
+shared machine the figures move with it. The learn figure adds the CPU time per
+learn of this process (engine, KATO's storage code and chdb's ClickHouse engine,
+all threads) and of redis-server: on a shared machine that is the steadier figure.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ from engine.observation import pattern_hash
 COLD_OPEN = 100_000
 LEARNERS = 256
 LEARNS = 10_000
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _records(n: int, seed: int) -> list[LearnedPattern]:
@@ -78,16 +87,20 @@ def test_learn_throughput_through_the_service_path(servers, report):
         kb = store.knowledge_base("bench_learn")
         await store.rebuild(kb)
         loop = asyncio.get_running_loop()
+        redis_pid = servers[0].proc.pid
         with ThreadPoolExecutor(LEARNERS) as pool:
             started = time.perf_counter()
+            cpu, redis_cpu = time.process_time(), _cpu_seconds(redis_pid)
             await asyncio.gather(*(loop.run_in_executor(pool, kb.apply, rec) for rec in records))
             took = time.perf_counter() - started
+            cpu, redis_cpu = time.process_time() - cpu, _cpu_seconds(redis_pid) - redis_cpu
         assert len(kb) == LEARNS
         batches = store.rows.writer.batches
         await store.close()
         report(f"learn: new patterns, {LEARNERS} concurrent learners", f"{LEARNS:,}",
                f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s, {batches} ClickHouse inserts, "
-               f"{LEARNS / max(batches, 1):.0f} rows each; load {os.getloadavg()[0]:.1f})")
+               f"{LEARNS / max(batches, 1):.0f} rows each; CPU per learn {cpu / LEARNS * 1e3:.2f} ms here, "
+               f"{redis_cpu / LEARNS * 1e3:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
         return took
 
     asyncio.run(run())
