@@ -33,12 +33,13 @@ down to emotive-window order and the last bit of affinity sums.
 
 Group commit (what makes a learn cost a fraction of its round trips): worker
 threads do not commit one learn each. ``apply`` prepares its learn on the calling
-thread (script fields, stream payload, and the ClickHouse row of a pattern new to
-this process), queues it on its knowledge base and blocks; the event loop turns
+thread (script fields, stream payload), queues it on its knowledge base and
+blocks; the event loop turns
 everything queued into one batch, with at most ``MAX_BATCHES`` batches in flight
 per knowledge base (the rest keep queueing, so batches grow with the load). A
 batch runs steps 1–2 for all its learns at once: one claim script for all its
-new patterns, their rows in one ClickHouse insert, then one learn script per
+new patterns, their rows in one ClickHouse insert (whose thread computes the
+filter columns of all its rows at once), then one learn script per
 ``LEARN_CHUNK`` learns. That script decides and applies each learn in list order
 exactly as the one-learn script would — its own generation, its own stream entry —
 and only sums the writes no learn of the batch reads (symbol counters, symbol
@@ -92,7 +93,7 @@ from engine import KnowledgeBase, LearnedPattern
 from engine.emotives import accumulate_metadata, average_emotives, merge_metadata
 from engine.vectors import VectorIndex
 from storage.base import BackendHealth, StoreUnavailable
-from storage.clickhouse import ClickHouseRows, pattern_row
+from storage.clickhouse import ClickHouseRows
 from storage.redis import RedisConnector
 from storage.snapshot import KbSnapshot
 
@@ -416,7 +417,7 @@ class _Learn:
     __slots__ = ("record", "fields", "payload", "accumulated", "row", "needs_row", "busy", "deadline", "pause",
                  "freq", "gen", "error", "done", "finished")
 
-    def __init__(self, kb_id: str, record: LearnedPattern, needs_row: bool, row: bool = False) -> None:
+    def __init__(self, kb_id: str, record: LearnedPattern, needs_row: bool) -> None:
         counts: dict[str, int] = {}
         for event in record.events:
             for sym in event:
@@ -436,9 +437,8 @@ class _Learn:
             "[" + ", ".join(entries[-record.persistence:]) + "]", entries, _dumps(self.accumulated),
             "", "", 1 if record.metadata else 0, flat_counts, flat_averaged]
         self.payload = _encoder.encode(Change(kind="learn", learned=record))
-        # The row's filter columns cost as much as the rest: computed here, off the event loop.
-        self.row: tuple = (pattern_row(kb_id, record.name, record.events) if row
-                           else (kb_id, record.name, record.events))
+        # The row's filter columns are computed by the insert, for its whole batch at once.
+        self.row = (kb_id, record.name, record.events)
         self.needs_row = needs_row
         self.busy = False
         self.deadline = time.monotonic() + WAIT_TIMEOUT
@@ -852,7 +852,7 @@ class SharedPatternStore:
         """Queue one learn for the knowledge base's next batch and wait for it (worker thread)."""
         att = _off_loop(kb)
         new = record.name not in kb.index
-        learn = _Learn(kb.kb_id, record, needs_row=new, row=new)
+        learn = _Learn(kb.kb_id, record, needs_row=new)
         self._enqueue(att, [learn])
         return learn.wait()
 
@@ -1121,7 +1121,7 @@ class SharedPatternStore:
             await self._catch_up(att, until=gen)
 
     async def _write_snapshot(self, keys: _Keys, snapshot: KbSnapshot) -> None:
-        rows = [pattern_row(keys.kb_id, p.name, p.pattern_data) for p in snapshot.patterns]
+        rows = [(keys.kb_id, p.name, p.pattern_data) for p in snapshot.patterns]   # filter columns: insert_rows
         for i in range(0, len(rows), 5000):
             await anyio.to_thread.run_sync(self.rows.insert_rows, rows[i:i + 5000], limiter=self.rows._limiter)
         base = int(await self.redis.run(lambda r: r.get(keys.gen)) or 0)

@@ -22,7 +22,7 @@ import pytest
 
 from engine import EngineConfig, KnowledgeBase, LearnedPattern, Observation, SessionState
 from engine.observation import pattern_hash
-from storage.clickhouse import lsh_bands, minhash_signature
+from storage.clickhouse import lsh_bands, minhash_signature, pattern_rows
 
 SHARED_REDIS_DB = 2
 
@@ -135,6 +135,40 @@ def test_minhash_columns_match_datasketch():
     assert signature[:6] == [228630785, 2290196162, 1010295474, 1974455217, 447328345, 1389563710]
     assert len(signature) == 100 and len(lsh_bands(signature)) == 20
     assert lsh_bands(signature)[0] == abs(hash(tuple(signature[:5])))
+
+
+def test_rows_built_together_match_the_one_row_reference(monkeypatch):
+    # pattern_rows computes MinHash signatures and LSH bands of many rows with numpy;
+    # each row must equal minhash_signature / lsh_bands (CPython's own tuple hash).
+    import random
+
+    import numpy
+
+    import storage.clickhouse as clickhouse
+
+    rng = random.Random(5)
+    alphabet = ["a", "hello", "é", "日本", "", "x" * 300] + [f"s{i}" for i in range(400)]
+
+    def check(n: int) -> None:
+        patterns = [(f"p{i}", [[rng.choice(alphabet) for _ in range(rng.randint(0, 4))]
+                               for _ in range(rng.randint(0, 6))]) for i in range(n)]
+        for (name, events), row in zip(patterns, pattern_rows("kb", patterns), strict=True):
+            symbols = [s for event in events for s in event]
+            tokens = sorted(set(symbols))
+            signature = minhash_signature(symbols)
+            assert row == ("kb", name, events, len(symbols), tokens, len(tokens), signature, lsh_bands(signature),
+                           events[0][0] if events and events[0] else "",
+                           events[-1][-1] if events and events[-1] else "")
+            assert all(type(v) is int for v in row[6] + row[7])   # plain ints: JSON numbers
+
+    check(500)
+    monkeypatch.setattr(clickhouse, "_PERMUTED_MAX", 40)   # the symbol cache resets between and within batches
+    for _ in range(10):
+        check(30)
+    assert pattern_rows("kb", []) == []
+    # Band hashes over the whole 32-bit range (signatures of real symbols are spread there too).
+    values = numpy.array([[rng.randrange(2**32) for _ in range(100)] for _ in range(300)], dtype=numpy.uint64)
+    assert clickhouse._band_hashes(values).tolist() == [lsh_bands(row) for row in values.tolist()]
 
 
 def test_session_documents_round_trip_with_both_prediction_kinds():
