@@ -121,6 +121,7 @@ class Change(msgspec.Struct, array_like=True, omit_defaults=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _change_decoder = msgspec.msgpack.Decoder(Change)
+_reply_decoder = msgspec.msgpack.Decoder(list[list[Any]])
 
 # --------------------------------------------------------------------- scripts
 
@@ -137,8 +138,10 @@ _change_decoder = msgspec.msgpack.Decoder(Change)
 # in list order exactly as if it ran alone; only the writes no learn of the batch reads
 # (symbol counters, symbol_to_patterns, totals, the learn order, claims, stream trimming)
 # are gathered and done once per batch.
-# Replies one entry per learn: {frequency, generation}, {'meta', stored metadata},
-# {'need_row'} or, after the first of those when ordered, {'skip'}; or {'clearing'}.
+# Replies, as one msgpack string (a RESP array of two or three items per learn cost more to
+# parse than the learn's own script fields to build), one entry per learn: {frequency,
+# generation}, {'meta', stored metadata}, {'need_row'} or, after the first of those when
+# ordered, {'skip'}; or {'clearing'}.
 _LEARN = r"""
 local function split_top(s)
   local out, depth, instr, esc, start = {}, 0, false, false, 1
@@ -174,7 +177,7 @@ local function add_counts(key, fields, deltas)
     redis.call('HSET', key, unpack(pairs_))
   end
 end
-if redis.call('EXISTS', KEYS[9]) == 1 then return {'clearing'} end
+if redis.call('EXISTS', KEYS[9]) == 1 then return cmsgpack.pack({'clearing'}) end
 local prefix, token, ordered = ARGV[1], ARGV[3], ARGV[4] == '1'
 local learns = cmsgpack.unpack(ARGV[5])
 local epoch = redis.call('GET', KEYS[10]) or '0'
@@ -275,7 +278,7 @@ if gen > first_gen then
   end
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
 end
-return out
+return cmsgpack.pack(out)
 """
 
 # KEYS: 1 kbclear 2 kbepoch; ARGV: 1 KB key prefix 2 token 3 lease ms, then pattern names.
@@ -979,17 +982,17 @@ class SharedPatternStore:
                     if isinstance(kind, int):
                         learn.freq, learn.gen = kind, int(reply[1])
                         held.discard(learn.record.name)
-                    elif kind == b"meta":
-                        learn.stored_metadata(reply[1].decode())
+                    elif kind == "meta":
+                        learn.stored_metadata(reply[1])
                         left.append(learn)
-                    elif kind == b"error":               # its chunk's script failed
+                    elif kind == "error":                # its chunk's script failed
                         learn.error = reply[1]
-                    elif kind == b"need_row":
+                    elif kind == "need_row":
                         # Gone since we looked (a clear-all): write its row again.
                         learn.needs_row = True
                         learn.restart("")
                         left.append(learn)
-                    else:                            # b"skip": after a refused one, in order
+                    else:                            # "skip": after a refused one, in order
                         left.append(learn)
                 pending = left
             return waiting
@@ -1002,17 +1005,18 @@ class SharedPatternStore:
         """The learn script over ``learns`` in chunks; one reply per learn, None while clearing."""
         key_list = keys.learn()
 
-        def call(chunk: list[_Learn]) -> Any:
-            return self._eval(_LEARN, key_list, [keys.prefix, self.stream_maxlen, token, 1 if ordered else 0,
-                                                 _encoder.encode([learn.fields for learn in chunk]),
-                                                 *(learn.payload for learn in chunk)])
+        async def call(chunk: list[_Learn]) -> list[Any]:
+            return _reply_decoder.decode(await self._eval(
+                _LEARN, key_list, [keys.prefix, self.stream_maxlen, token, 1 if ordered else 0,
+                                   _encoder.encode([learn.fields for learn in chunk]),
+                                   *(learn.payload for learn in chunk)]))
 
         chunks = [learns[i:i + LEARN_CHUNK] for i in range(0, len(learns), LEARN_CHUNK)]
         if ordered:
             replies: list[Any] = []
             for chunk in chunks:
                 result = await call(chunk)
-                if result[0] == b"clearing":
+                if result[0] == "clearing":
                     break
                 replies += result
                 if not all(isinstance(reply[0], int) for reply in result):
@@ -1029,14 +1033,14 @@ class SharedPatternStore:
             for result, chunk in zip(results, chunks):
                 if isinstance(result, BaseException):
                     error = result if isinstance(result, StoreUnavailable) else StoreUnavailable("redis", str(result))
-                    replies += [[b"error", error]] * len(chunk)
-                elif result[0] == b"clearing":
-                    replies += [[b"skip"]] * len(chunk)
+                    replies += [["error", error]] * len(chunk)
+                elif result[0] == "clearing":
+                    replies += [["skip"]] * len(chunk)
                 else:
                     replies += result
-        if not replies or all(reply[0] == b"skip" for reply in replies):
+        if not replies or all(reply[0] == "skip" for reply in replies):
             return None
-        return replies + [[b"skip"]] * (len(learns) - len(replies))
+        return replies + [["skip"]] * (len(learns) - len(replies))
 
     async def _write_rows(self, keys: _Keys, learns: list[_Learn], token: str, held: set[str]) -> bool:
         """Claim the patterns of ``learns`` and write the rows of those this call won; True
