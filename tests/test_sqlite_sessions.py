@@ -120,3 +120,49 @@ def test_sessions_survive_a_reopen(tmp_path, aio):
             await again.close()
 
     aio.run(run())
+
+
+def _predicted_session(sid: str, stm: list[list[str]]):
+    """A session record whose state holds real engine predictions for ``stm``."""
+    from engine import EngineConfig, KnowledgeBase, SessionState
+
+    kb, config = KnowledgeBase("n_kato"), EngineConfig(fuzzy_token_threshold=0.5)
+    for events in (["a", "b"], ["c"], ["d", "e"]), (["a"], ["b", "x"], ["c"]), (["a", "z"], ["q"]):
+        kb.learn(SessionState(stm=[list(e) for e in events]), config)
+    state = SessionState(stm=stm, time=len(stm))
+    state.predictions = kb.predict(stm, config).predictions
+    assert state.predictions
+    return msgspec.structs.replace(_record(sid, ttl=600), state=state)
+
+
+@pytest.mark.parametrize("stm", [[["a", "b"], ["c"]], [["a"]], [["a", "bx"]]], ids=["general", "single", "fuzzy"])
+def test_predictions_round_trip_through_the_stored_row(two_stores, aio, stm):
+    from storage.sqlite_sessions import _decode, _encode
+
+    a, b = two_stores
+    rec = _predicted_session("p", stm)
+
+    async def run():
+        await a.create(rec)
+        assert (await b.get("p")).state.predictions == rec.state.predictions   # decoded by b
+        await a.save(rec)
+        assert (await b.get("p")).state == rec.state
+
+    aio.run(run())
+    assert _decode(_encode(rec)).state.predictions == rec.state.predictions
+
+
+def test_a_row_written_with_predictions_as_objects_still_decodes():
+    """Rows stored before predictions became arrays (field names included) read back the same."""
+    from storage.sqlite_sessions import _Body, _decode, _encode, _encoder
+
+    for stm in ([["a", "b"], ["c"]], [["a"]]):
+        rec = _predicted_session("old", stm)
+        st, single = rec.state, len(stm[0]) == 1 and len(stm) == 1
+        old = _encoder.encode(_Body(
+            rec.session_id, rec.node_id, rec.kb_id, rec.created_at, rec.metadata, rec.overrides,
+            rec.config_version, rec.config_updated_at, rec.percept_data, st.stm, st.emotives_accumulator,
+            st.metadata_accumulator, st.time, st.pending_vectors,
+            [] if single else st.predictions, st.predictions if single else []))
+        assert len(old) > len(_encode(rec))
+        assert _decode(old).state.predictions == st.predictions
