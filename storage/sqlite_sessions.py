@@ -299,17 +299,26 @@ class SqliteSessionStore:
         return self._keep(session_id, stamp, row)
 
     async def probe(self, session_id: str) -> tuple[bool, bool]:
-        """``(exists, expired)``; an expired session is deleted by this call."""
+        """``(exists, expired)``; an expired session is deleted by this call.
+
+        A live or absent session is a plain read; only the delete of an expired one
+        takes the table's write lock (and checks the expiry again under it).
+        """
+        current = self._current(session_id)
+        if current is None:
+            return False, False
+        if time.time() <= current[0][0]:
+            return True, False
         with self._writing() as db:
-            row = db.execute("SELECT expires_at FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-            if row is None:
-                return False, False
-            if time.time() > row[0]:
-                db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+            deleted = db.execute("DELETE FROM sessions WHERE session_id = ?1 AND expires_at < ?2 RETURNING 1",
+                                 (session_id, time.time())).fetchone() is not None
+            if deleted:
                 self._bump(self._slot(session_id))
-                self._cache.pop(session_id, None)
-                return False, True
-        return True, False
+        if not deleted:   # another worker slid or deleted it meanwhile
+            current = self._current(session_id)
+            return current is not None and time.time() <= current[0][0], False
+        self._cache.pop(session_id, None)
+        return False, True
 
     async def save(self, record: SessionRecord) -> None:
         """Replace the stored record (a no-op if the session was deleted meanwhile)."""

@@ -166,3 +166,42 @@ def test_a_row_written_with_predictions_as_objects_still_decodes():
             [] if single else st.predictions, st.predictions if single else []))
         assert len(old) > len(_encode(rec))
         assert _decode(old).state.predictions == st.predictions
+
+
+def _hold_table_lock(path, held, release) -> None:
+    import fcntl
+    import os
+
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)   # the writers' lock (byte 0)
+    held.set()
+    release.wait(30)
+    os.close(fd)
+
+
+def test_probing_a_live_session_does_not_wait_for_writers(tmp_path, aio):
+    """/exists is a read: a writer of another process holding the table lock does not block it."""
+    import threading
+
+    path = tmp_path / "sessions.sqlite3"
+    store = SqliteSessionStore(path)
+    ctx = multiprocessing.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    try:
+        aio.run(store.create(_record("live", ttl=600)))
+        child = ctx.Process(target=_hold_table_lock, args=(path, held, release))
+        child.start()
+        assert held.wait(30)
+        answers = []
+        probe = threading.Thread(target=lambda: answers.append(asyncio.run(store.probe("live"))), daemon=True)
+        probe.start()
+        probe.join(10)
+        assert answers == [(True, False)], "probe waited for the writers' lock"
+        release.set()
+        child.join(30)
+        aio.run(store.create(_record("gone", now=time.time() - 120)))
+        assert aio.run(store.probe("gone")) == (False, True)
+        assert aio.run(store.probe("gone")) == (False, False)
+    finally:
+        release.set()
+        aio.run(store.close())
