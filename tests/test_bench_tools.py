@@ -1,7 +1,9 @@
-"""Smoke tests of the performance tooling: the compare command and the locust run.
+"""Smoke tests of the performance tooling: the compare command, the in-process mixed
+driver and the locust run.
 
-Each starts a real ``kato serve`` on 127.0.0.1 and drives it for a few seconds;
-they check that the tools run end to end and report, never how fast anything is.
+The HTTP ones start a real ``kato serve`` on 127.0.0.1 and drive it for a few
+seconds; all check that the tools run end to end and report, never how fast
+anything is.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def test_compare_command_fails_when_a_server_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.compare", "http://127.0.0.1:9", "--rounds", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
+
+
+def test_in_process_mixed_driver_reports_per_process():
+    proc = subprocess.run([sys.executable, "-m", "bench.asgi_mixed", "--processes", "2", "--sessions", "2",
+                           "--cycles", "3", "--patterns", "300"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es) on one data dir (KATO_WORKERS=2), 300 patterns" in proc.stdout
+    for i in (0, 1):
+        assert f"process {i}: 36 requests, CPU" in proc.stdout
 
 
 def test_loadtest_script_runs_headless_and_writes_reports(tmp_path):

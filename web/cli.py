@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "freeze_startup_heap"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from web.app import create_app
 
     app = create_app(settings)
-    app.on_startup.append(_freeze_startup_heap)  # runs after the lifespan opened the stores
+    app.on_startup.append(freeze_startup_heap)  # runs after the lifespan opened the stores
     uvicorn.run(app, **options)
     return 0
 
@@ -78,14 +78,14 @@ def worker_app() -> object:
     from web.app import create_app
 
     app = create_app()
-    app.on_startup.append(_freeze_startup_heap)
+    app.on_startup.append(freeze_startup_heap)
     return app
 
 
 GC_YOUNG_THRESHOLD = 10_000  # net container allocations between young collections (default 700)
 
 
-def _freeze_startup_heap(app: object) -> None:
+def freeze_startup_heap(app: object) -> None:
     """Move everything alive at start-up out of the cycle collector's reach.
 
     After the stores are open the process holds ~140k GC-tracked objects (Litestar,
