@@ -108,7 +108,10 @@ CLAIM_LEASE_MS = 30_000     # a crashed row writer blocks that one new pattern a
 WAIT_TIMEOUT = 60.0         # longest a learn waits on a claim, a clear-all or its own application
 FOLLOW_BLOCK_MS = 1000
 FOLLOW_BUSY_PAUSE = 0.005   # how often the follower looks at a knowledge base this process is learning into
-MAX_BATCHES = 2             # batches of learns in flight per knowledge base (the rest queue up)
+MAX_BATCHES = 1             # batches of learns in flight per knowledge base (the rest queue up)
+GATHER_AFTER = 16           # a batch slot that frees after a batch of at least this many learns...
+GATHER_SHARE = 0.9          # ...waits until this share of that many is queued again...
+GATHER_SECONDS = 0.010      # ...but no longer than this (group commit delay, as PostgreSQL's commit_delay)
 LEARN_CHUNK = 256           # learns per learn-script call: bounds how long one call holds Redis
 
 
@@ -482,7 +485,8 @@ class _Learn:
 class _Attached:
     """A knowledge base this process holds and keeps in step with the stream."""
 
-    __slots__ = ("kb", "keys", "gen", "lock", "loop", "queue", "queue_lock", "draining", "batches", "own")
+    __slots__ = ("kb", "keys", "gen", "lock", "loop", "queue", "queue_lock", "draining", "batches", "own",
+                 "last_size", "want", "gather")
 
     def __init__(self, kb: "SharedKnowledgeBase", loop: asyncio.AbstractEventLoop) -> None:
         self.kb = kb
@@ -494,6 +498,9 @@ class _Attached:
         self.queue_lock = threading.Lock()
         self.draining = False                # a drain of the queue is scheduled or pending on the loop
         self.batches = 0                     # batches of learns in flight
+        self.last_size = 0                   # learns in the last batch started
+        self.want = 0                        # while gathering: queue length that wakes the drain
+        self.gather: asyncio.TimerHandle | None = None   # the end of the current gathering
         self.own: dict[int, LearnedPattern] = {}   # generation -> our committed learn, not yet applied
 
 
@@ -860,26 +867,58 @@ class SharedPatternStore:
         return learn.wait()
 
     def _enqueue(self, att: _Attached, learns: list[_Learn]) -> None:
-        """Add ``learns`` to the queue of ``att``; the first after a drain schedules the next
-        (any thread: the drain itself always runs on the event loop)."""
+        """Add ``learns`` to the queue of ``att``; the first after a drain schedules the next,
+        or while a gathering runs, the one that fills it (any thread: the drain itself always
+        runs on the event loop)."""
         with att.queue_lock:
             att.queue += learns
-            wake, att.draining = not att.draining, True
+            if att.want:
+                wake = len(att.queue) >= att.want
+                if wake:
+                    att.want = 0
+            else:
+                wake, att.draining = not att.draining, True
         if wake:
             att.loop.call_soon_threadsafe(self._drain, att)
 
     def _drain(self, att: _Attached) -> None:
         """Start a batch of everything queued for ``att`` unless MAX_BATCHES already run
-        (event loop); the end of each batch drains again."""
+        (event loop); the end of each batch drains again.
+
+        Gathering: the learners of a batch mostly learn again as soon as they are woken
+        (a loaded service). When a slot frees after a batch of GATHER_AFTER or more and
+        fewer than GATHER_SHARE of that many are queued, the next batch waits for them,
+        at most GATHER_SECONDS: one batch of all of them costs much less per learn than
+        several small ones (a ClickHouse insert and the learn script's per-symbol writes
+        cost per batch, not per learn). A light load never waits.
+        """
         if att.batches >= MAX_BATCHES:
             return
         with att.queue_lock:
-            learns, att.queue, att.draining = att.queue, [], False
+            if att.gather is None:
+                target = att.last_size * GATHER_SHARE if att.last_size >= GATHER_AFTER else 0
+                if len(att.queue) < target:
+                    att.want, att.draining = max(1, int(target)), True
+                    att.gather = att.loop.call_later(GATHER_SECONDS, self._gathered, att)
+                    return
+            elif att.want:
+                return    # not filled yet, nor timed out
+            learns, att.queue, att.draining, att.want = att.queue, [], False, 0
+        if att.gather is not None:
+            att.gather.cancel()
+            att.gather = None
+        att.last_size = len(learns)
         if learns:
             att.batches += 1
             task = att.loop.create_task(self._learn_batch(att, learns))
             self._batches.add(task)
             task.add_done_callback(lambda task: self._batch_done(att, task))
+
+    def _gathered(self, att: _Attached) -> None:
+        """The gathering's time is up: drain whatever came (event loop)."""
+        with att.queue_lock:
+            att.want = 0
+        self._drain(att)
 
     def _batch_done(self, att: _Attached, task: asyncio.Task) -> None:
         self._batches.discard(task)
@@ -1258,6 +1297,8 @@ class SharedPatternStore:
             await asyncio.wait(list(self._batches), timeout=WAIT_TIMEOUT)
         for att in self._attached.values():
             att.kb.attached = None
+            if att.gather is not None:
+                att.gather.cancel()
             with att.queue_lock:
                 queued, att.queue = att.queue, []
             for learn in queued:

@@ -446,3 +446,66 @@ def test_a_learn_script_failing_in_one_chunk_fails_only_that_chunks_learns(two_s
                 assert result == 1 and fresh.pattern(name)["frequency"] == 1
 
     aio.run(main())
+
+
+def test_a_freed_batch_slot_gathers_the_last_batchs_learners_but_a_light_load_never_waits(aio, monkeypatch):
+    """Group commit's gathering (SharedPatternStore._drain): after a batch of GATHER_AFTER
+    or more learns, the next batch starts once GATHER_SHARE of that many are queued again,
+    or after GATHER_SECONDS with what came; after a small batch it starts at once."""
+    import storage.shared as shared
+
+    monkeypatch.setattr(shared, "MAX_BATCHES", 1)
+    monkeypatch.setattr(shared, "GATHER_AFTER", 16)
+    monkeypatch.setattr(shared, "GATHER_SHARE", 0.9)
+    monkeypatch.setattr(shared, "GATHER_SECONDS", 0.2)
+    store = shared.SharedPatternStore(rows=None, redis=None)  # type: ignore[arg-type]
+    started: list[tuple[int, float]] = []
+    release: list[asyncio.Event] = []
+
+    async def fake_batch(att, learns):
+        started.append((len(learns), time.monotonic()))
+        done = asyncio.Event()
+        release.append(done)
+        await done.wait()
+
+    monkeypatch.setattr(store, "_learn_batch", fake_batch)
+
+    class Kb:
+        kb_id = "kbg"
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        att = shared._Attached(Kb(), asyncio.get_running_loop())   # type: ignore[arg-type]
+        store._enqueue(att, [object()] * 20)
+        await settle()
+        assert [n for n, _ in started] == [20]
+        store._enqueue(att, [object()] * 5)        # queued behind the running batch
+        release[0].set()
+        await settle()
+        assert len(started) == 1                   # gathering: 5 of the 18 it waits for
+        store._enqueue(att, [object()] * 12)
+        await settle()
+        assert len(started) == 1
+        store._enqueue(att, [object()])            # the 18th: the batch starts at once
+        await settle()
+        assert [n for n, _ in started] == [20, 18]
+        release[1].set()
+        await settle()
+        store._enqueue(att, [object()] * 3)        # only 3 come back: they go after GATHER_SECONDS
+        freed = time.monotonic()
+        while len(started) < 3:
+            await asyncio.sleep(0.01)
+        assert started[2][0] == 3 and started[2][1] - freed >= 0.15
+        release[2].set()
+        await settle()
+        store._enqueue(att, [object()])            # after a small batch: no waiting
+        await settle()
+        assert [n for n, _ in started] == [20, 18, 3, 1]
+        release[3].set()
+        await settle()
+        assert att.gather is None and not att.queue
+
+    aio.run(main())
