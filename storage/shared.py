@@ -110,8 +110,9 @@ FOLLOW_BLOCK_MS = 1000
 FOLLOW_BUSY_PAUSE = 0.005   # how often the follower looks at a knowledge base this process is learning into
 MAX_BATCHES = 1             # batches of learns in flight per knowledge base (the rest queue up)
 GATHER_AFTER = 16           # a batch slot that frees after a batch of at least this many learns...
-GATHER_SHARE = 0.9          # ...waits until this share of that many is queued again...
-GATHER_SECONDS = 0.010      # ...but no longer than this (group commit delay, as PostgreSQL's commit_delay)
+GATHER_SHARE = 0.9          # ...waits until this share of that many is queued again,
+GATHER_QUIET = 0.001        # ...or no learn came for this long,
+GATHER_SECONDS = 0.010      # ...or this long passed (a group commit delay, as PostgreSQL's commit_delay)
 LEARN_CHUNK = 256           # learns per learn-script call: bounds how long one call holds Redis
 
 
@@ -486,7 +487,7 @@ class _Attached:
     """A knowledge base this process holds and keeps in step with the stream."""
 
     __slots__ = ("kb", "keys", "gen", "lock", "loop", "queue", "queue_lock", "draining", "batches", "own",
-                 "last_size", "want", "gather")
+                 "last_size", "want", "gather", "arrived", "gather_until")
 
     def __init__(self, kb: "SharedKnowledgeBase", loop: asyncio.AbstractEventLoop) -> None:
         self.kb = kb
@@ -500,7 +501,9 @@ class _Attached:
         self.batches = 0                     # batches of learns in flight
         self.last_size = 0                   # learns in the last batch started
         self.want = 0                        # while gathering: queue length that wakes the drain
-        self.gather: asyncio.TimerHandle | None = None   # the end of the current gathering
+        self.gather: asyncio.TimerHandle | None = None   # the next check of the current gathering
+        self.arrived = 0.0                   # time.monotonic() of the last enqueue
+        self.gather_until = 0.0              # the latest end of the current gathering
         self.own: dict[int, LearnedPattern] = {}   # generation -> our committed learn, not yet applied
 
 
@@ -872,6 +875,7 @@ class SharedPatternStore:
         runs on the event loop)."""
         with att.queue_lock:
             att.queue += learns
+            att.arrived = time.monotonic()
             if att.want:
                 wake = len(att.queue) >= att.want
                 if wake:
@@ -887,10 +891,12 @@ class SharedPatternStore:
 
         Gathering: the learners of a batch mostly learn again as soon as they are woken
         (a loaded service). When a slot frees after a batch of GATHER_AFTER or more and
-        fewer than GATHER_SHARE of that many are queued, the next batch waits for them,
-        at most GATHER_SECONDS: one batch of all of them costs much less per learn than
-        several small ones (a ClickHouse insert and the learn script's per-symbol writes
-        cost per batch, not per learn). A light load never waits.
+        fewer than GATHER_SHARE of that many are queued, the next batch waits for them
+        while they keep coming (no pause of GATHER_QUIET), at most GATHER_SECONDS: one
+        batch of all of them costs much less per learn than several small ones (a
+        ClickHouse insert and the learn script's per-symbol writes cost per batch, not
+        per learn). A light load never waits; learners that come back slowly (clients
+        that think between learns) cost a batch GATHER_QUIET at most.
         """
         if att.batches >= MAX_BATCHES:
             return
@@ -899,7 +905,9 @@ class SharedPatternStore:
                 target = att.last_size * GATHER_SHARE if att.last_size >= GATHER_AFTER else 0
                 if len(att.queue) < target:
                     att.want, att.draining = max(1, int(target)), True
-                    att.gather = att.loop.call_later(GATHER_SECONDS, self._gathered, att)
+                    now = time.monotonic()
+                    att.arrived, att.gather_until = now, now + GATHER_SECONDS
+                    att.gather = att.loop.call_later(GATHER_QUIET, self._gathered, att)
                     return
             elif att.want:
                 return    # not filled yet, nor timed out
@@ -915,8 +923,14 @@ class SharedPatternStore:
             task.add_done_callback(lambda task: self._batch_done(att, task))
 
     def _gathered(self, att: _Attached) -> None:
-        """The gathering's time is up: drain whatever came (event loop)."""
+        """Check a gathering (event loop): once learns stopped coming or its time is up,
+        drain whatever came."""
+        now = time.monotonic()
         with att.queue_lock:
+            if att.want and now < att.gather_until and now - att.arrived < GATHER_QUIET:
+                wake_at = min(att.arrived + GATHER_QUIET, att.gather_until)
+                att.gather = att.loop.call_later(max(wake_at - now, 0.0), self._gathered, att)
+                return
             att.want = 0
         self._drain(att)
 

@@ -451,13 +451,15 @@ def test_a_learn_script_failing_in_one_chunk_fails_only_that_chunks_learns(two_s
 def test_a_freed_batch_slot_gathers_the_last_batchs_learners_but_a_light_load_never_waits(aio, monkeypatch):
     """Group commit's gathering (SharedPatternStore._drain): after a batch of GATHER_AFTER
     or more learns, the next batch starts once GATHER_SHARE of that many are queued again,
-    or after GATHER_SECONDS with what came; after a small batch it starts at once."""
+    or when learns stopped coming for GATHER_QUIET, or after GATHER_SECONDS; after a small
+    batch it starts at once."""
     import storage.shared as shared
 
     monkeypatch.setattr(shared, "MAX_BATCHES", 1)
     monkeypatch.setattr(shared, "GATHER_AFTER", 16)
     monkeypatch.setattr(shared, "GATHER_SHARE", 0.9)
-    monkeypatch.setattr(shared, "GATHER_SECONDS", 0.2)
+    monkeypatch.setattr(shared, "GATHER_QUIET", 0.3)
+    monkeypatch.setattr(shared, "GATHER_SECONDS", 0.8)
     store = shared.SharedPatternStore(rows=None, redis=None)  # type: ignore[arg-type]
     started: list[tuple[int, float]] = []
     release: list[asyncio.Event] = []
@@ -477,6 +479,10 @@ def test_a_freed_batch_slot_gathers_the_last_batchs_learners_but_a_light_load_ne
         for _ in range(5):
             await asyncio.sleep(0)
 
+    async def until(n: int) -> None:
+        while len(started) < n:
+            await asyncio.sleep(0.005)
+
     async def main() -> None:
         att = shared._Attached(Kb(), asyncio.get_running_loop())   # type: ignore[arg-type]
         store._enqueue(att, [object()] * 20)
@@ -492,20 +498,33 @@ def test_a_freed_batch_slot_gathers_the_last_batchs_learners_but_a_light_load_ne
         store._enqueue(att, [object()])            # the 18th: the batch starts at once
         await settle()
         assert [n for n, _ in started] == [20, 18]
+
         release[1].set()
         await settle()
-        store._enqueue(att, [object()] * 3)        # only 3 come back: they go after GATHER_SECONDS
         freed = time.monotonic()
-        while len(started) < 3:
-            await asyncio.sleep(0.01)
-        assert started[2][0] == 3 and started[2][1] - freed >= 0.15
+        store._enqueue(att, [object()] * 3)        # only 3 come back, then nothing: after GATHER_QUIET
+        await until(3)
+        assert started[2][0] == 3 and 0.25 <= started[2][1] - freed < 0.75
+
         release[2].set()
         await settle()
         store._enqueue(att, [object()])            # after a small batch: no waiting
         await settle()
         assert [n for n, _ in started] == [20, 18, 3, 1]
+
+        # Learns that keep coming, though too few: the batch starts after GATHER_SECONDS.
+        store._enqueue(att, [object()] * 19)       # queued behind the batch of 1
         release[3].set()
+        await until(5)                             # those 19 at once (the last batch was small)
+        release[4].set()
         await settle()
-        assert att.gather is None and not att.queue
+        freed = time.monotonic()
+        while len(started) < 6:
+            store._enqueue(att, [object()])      # about 13 in GATHER_SECONDS: short of 17
+            await asyncio.sleep(0.06)
+        assert started[5][1] - freed >= 0.75 and 5 < started[5][0] < 17
+        release[5].set()
+        await asyncio.sleep(0.4)                   # nothing more came: the gathering ended empty
+        assert len(started) == 6 and att.gather is None and not att.queue
 
     aio.run(main())
