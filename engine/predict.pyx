@@ -657,6 +657,12 @@ cdef class _Scorer:
         cdef vector[PreRank] pre
         cdef PreRank pr
         cdef vector[size_t] top
+        # The per-candidate arithmetic in C: the same binary64 operations in the same
+        # order as on Python floats (integer operands convert exactly, being < 2**53),
+        # so every metric is bit for bit what boxed floats gave.
+        cdef int64_t freq, ensemble_freq, F
+        cdef double itfdf, confluence, entropy, normalized, global_normalized, tfidf
+        cdef double probability, strength, agg, group_total, bayes_total, ev, co, sn
         if <int64_t>n > 3 * max_predictions:
             # Keep the 3·max_predictions best by the pre-potential; ties keep name
             # order (a stable descending sort, as sorted(reverse=True) does).
@@ -674,7 +680,6 @@ cdef class _Scorer:
             kept = [t for t in top]
         else:
             kept = list(range(n))
-        U = index.total_unique_patterns
         F = index.total_pattern_frequencies
         total_symbols = index.learned_symbols
         # Symbol probability cache (§3.7): every symbol of matches and missing of every
@@ -912,26 +917,26 @@ cdef class _Scorer:
             [s for ev in self.stm for s in ev if s not in pres_set])
 
     def rank(self, list kept, str key):
-        """Positions (into q.cands) of the top max_predictions by ``key``."""
+        """Positions in ``kept`` of the top max_predictions by ``key``, best first."""
         cdef int idx = RANK_KEY_INDEX[key]
         if idx >= K_WEIGHTED_SIMILARITY and self.config.affinity_emotive is None and kept:
             raise InvalidConfiguration(
                 {"rank_sort_algo": f"{key} needs affinity_emotive to be set"})
         values = [self.q.cands[t].value[idx] for t in kept]
         order = sorted(range(len(kept)), key=values.__getitem__, reverse=True)
-        return [kept[i] for i in order[: self.config.max_predictions]]
+        return order[: self.config.max_predictions]
 
     def build(self, list ranked, list kept, list match_lists):
-        """Python Prediction objects for the ranked candidates."""
+        """Python Prediction objects for the ranked candidates (positions in ``kept``)."""
         cdef Cand* c
-        pos_of = {t: pos for pos, t in enumerate(kept)}
+        cdef double* v
         out = []
         affinity = self.config.affinity_emotive is not None
-        for t in ranked:
-            c = &self.q.cands[<size_t>t]
+        for pos in ranked:
+            c = &self.q.cands[<size_t>kept[pos]]
             events = self.index.events_of(c.pid)
             present = events[c.e1:c.e2]
-            matches = match_lists[pos_of[t]]
+            matches = match_lists[pos]
             if matches is None:
                 matches = self.matches_of(c)
             match_set = set(matches)
