@@ -7,7 +7,6 @@ from litestar import Controller, Request, get
 
 from web.nodes import kb_id_for, resolve_node
 from web.deps import runtime
-from web.runtime import Runtime
 from web.schemas.patterns import (
     AffinityAll,
     AffinityOne,
@@ -26,7 +25,8 @@ __all__ = ["PatternController", "SymbolController", "DeprecatedController"]
 _DEPRECATED = "This endpoint is deprecated. Use /sessions/{session_id}/%s for session-aware data."
 
 
-async def _kb(rt: Runtime, request: Request):
+async def _kb(request: Request):
+    rt = runtime(request)
     node = resolve_node(request.query_params, request.headers)
     kb_id = kb_id_for(node, rt.settings.service_name)
     return kb_id, (await rt.kbs.get(kb_id, node)).kb
@@ -41,8 +41,7 @@ class PatternController(Controller):
     @get("/{pattern_id:str}", summary="One learned pattern")
     async def pattern(self, pattern_id: FromPath[str], request: Request) -> PatternResponse:
         """Bare hash or ``PTRN|<hash>``; an unknown id is still 200 with ``status: "error"``."""
-        rt = runtime(request)
-        kb_id, kb = await _kb(rt, request)
+        kb_id, kb = await _kb(request)
         try:
             record = kb.pattern(pattern_id)
         except ValueError:  # not a hex name: cannot exist
@@ -65,15 +64,13 @@ class SymbolController(Controller):
     @get("/affinity", summary="Affinity of every symbol")
     async def affinities(self, request: Request) -> AffinityAll:
         """Running emotive sums per symbol."""
-        rt = runtime(request)
-        kb_id, kb = await _kb(rt, request)
+        kb_id, kb = await _kb(request)
         return AffinityAll(affinities=kb.index.affinity_table(), node_id=kb_id)
 
     @get("/stats", summary="Symbol frequencies")
     async def stats(self, request: Request) -> SymbolStats:
         """Frequency and pattern-membership count per symbol."""
-        rt = runtime(request)
-        kb_id, kb = await _kb(rt, request)
+        kb_id, kb = await _kb(request)
         symbols = {name: SymbolStat(name=name, frequency=freq, pattern_member_frequency=pmf)
                    for name, freq, pmf in kb.index.symbol_stats()}
         return SymbolStats(symbols=symbols, node_id=kb_id)
@@ -81,8 +78,7 @@ class SymbolController(Controller):
     @get("/{symbol:str}/affinity", summary="Affinity of one symbol")
     async def affinity(self, symbol: FromPath[str], request: Request) -> AffinityOne:
         """``{}`` for an unknown symbol."""
-        rt = runtime(request)
-        kb_id, kb = await _kb(rt, request)
+        kb_id, kb = await _kb(request)
         return AffinityOne(symbol=symbol, affinity=kb.index.affinity_table().get(symbol, {}), node_id=kb_id)
 
 
