@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.corpus import prefill_store
+from bench.corpus import prefill_store, random_event
 
 __all__ = ["main"]
 
@@ -65,8 +65,7 @@ def _io() -> dict[str, int]:
 
 def _bodies(seed: int, n: int = 4096) -> list[bytes]:
     rng = random.Random(seed)
-    return [json.dumps({"strings": sorted(f"s{rng.randrange(5000)}" for _ in range(rng.randint(1, 5)))}).encode()
-            for _ in range(n)]
+    return [json.dumps({"strings": random_event(rng)}).encode() for _ in range(n)]
 
 
 async def _drive(cycles: int, sessions: int, seed: int) -> dict[str, float]:
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         _child(args.child[0], *map(int, args.child[1:]))
         return 0
-    workers = 1 if args.processes == 1 else args.processes
+    workers = args.processes
     env = {**os.environ, "LOG_LEVEL": "WARNING", "KATO_WORKERS": str(workers)}
     with tempfile.TemporaryDirectory(prefix="kato-asgi-") as tmp:
         data_dir = Path(tmp) / "data"

@@ -25,7 +25,8 @@ __all__ = ["VOCABULARY", "random_patterns", "random_stm", "build_kb", "prefill_s
 VOCABULARY = 5000
 
 
-def _event(rng: random.Random, vocabulary: int) -> list[str]:
+def random_event(rng: random.Random, vocabulary: int = VOCABULARY) -> list[str]:
+    """One event: 1–5 symbols ``s<k>`` with k below ``vocabulary``, sorted (a symbol may repeat)."""
     return sorted(f"s{rng.randrange(vocabulary)}" for _ in range(rng.randint(1, 5)))
 
 
@@ -33,12 +34,12 @@ def random_patterns(n: int, seed: int = 1, vocabulary: int = VOCABULARY) -> Iter
     """``n`` random patterns (lists of events)."""
     rng = random.Random(seed)
     for _ in range(n):
-        yield [_event(rng, vocabulary) for _ in range(rng.randint(5, 20))]
+        yield [random_event(rng, vocabulary) for _ in range(rng.randint(5, 20))]
 
 
 def random_stm(rng: random.Random, vocabulary: int = VOCABULARY) -> list[list[str]]:
     """An STM of 3–5 random events."""
-    return [_event(rng, vocabulary) for _ in range(rng.randint(3, 5))]
+    return [random_event(rng, vocabulary) for _ in range(rng.randint(3, 5))]
 
 
 def rss_bytes() -> int:
