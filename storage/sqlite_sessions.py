@@ -315,8 +315,7 @@ class SqliteSessionStore:
             if deleted:
                 self._bump(self._slot(session_id))
         if not deleted:   # another worker slid or deleted it meanwhile
-            current = self._current(session_id)
-            return current is not None and time.time() <= current[0][0], False
+            return await self.get(session_id) is not None, False
         self._cache.pop(session_id, None)
         return False, True
 
