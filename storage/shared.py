@@ -606,9 +606,6 @@ class SharedPatternStore:
         self._apply_limiter = anyio.CapacityLimiter(8)
         self._closing = False
         self._token_prefix = uuid.uuid4().hex + ":"
-        self._pending: list[tuple[str, list[str], list[Any], asyncio.Future]] = []
-        self._sender: asyncio.Task | None = None
-        self._sender_loop: asyncio.AbstractEventLoop | None = None
         self._tokens = 0
         self._batches: set[asyncio.Task] = set()
         self._scripts: dict[str, Any] = {}
@@ -624,42 +621,10 @@ class SharedPatternStore:
         return cached[1]
 
     async def _eval(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a script; calls queued by concurrent learns go to Redis in one pipeline."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._pending.append((source, list(keys), list(args), fut))
-        if self._sender is None or self._sender.done() or self._sender_loop is not loop:
-            self._sender_loop = loop
-            self._sender = loop.create_task(self._send_pending())
-        return await fut
-
-    async def _send_pending(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:512], self._pending[512:]
-
-            async def run(r: Any) -> list[Any]:
-                # "async with": a pipeline that failed (Redis down) still returns its connection.
-                async with r.pipeline(transaction=False) as pipe:
-                    for source, keys, args, _ in batch:
-                        await self._script(source)(keys=keys, args=args, client=pipe)  # queues it
-                    return await pipe.execute(raise_on_error=False)
-
-            try:
-                results = await self.redis.run(run)
-            except BaseException as exc:  # noqa: BLE001 - every caller must hear about it
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (*_, fut), result in zip(batch, results):
-                if fut.done():
-                    continue
-                if isinstance(result, Exception):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+        """Run a script: one EVALSHA on a pooled connection (loaded first only when Redis
+        answers NOSCRIPT). Concurrent calls go out on separate connections at once, in the
+        order they are made: no call waits for another's reply before it is sent."""
+        return await self.redis.run(lambda r: self._script(source)(keys=list(keys), args=list(args), client=r))
 
     def _token(self) -> str:
         """A claim token unique across processes (process-random prefix + counter)."""
@@ -1075,7 +1040,7 @@ class SharedPatternStore:
                 if not all(isinstance(reply[0], int) for reply in result):
                     break
         else:
-            # Concurrent learns: chunks go out in one pipeline; those refused retry. A chunk
+            # Concurrent learns: chunks go out together; those refused retry. A chunk
             # whose script failed on its own fails only its learns: the others committed.
             results = await asyncio.gather(*(call(chunk) for chunk in chunks), return_exceptions=True)
             failures = [result for result in results if isinstance(result, BaseException)]
