@@ -36,7 +36,11 @@ threads do not commit one learn each. ``apply`` prepares its learn on the callin
 thread (script fields, stream payload), queues it on its knowledge base and
 blocks; the event loop turns
 everything queued into one batch, with at most ``MAX_BATCHES`` batches in flight
-per knowledge base (the rest keep queueing, so batches grow with the load). A
+per knowledge base (the rest keep queueing, so batches grow with the load). The
+two batches in flight form a pipeline: the next batch starts once the previous one
+has its rows and sends its learn script, so the next batch's ClickHouse insert runs
+while Redis runs the previous batch's script (Redis and ClickHouse each work on one
+batch while the other works on the other). A
 batch runs steps 1–2 for all its learns at once: one claim script for all its
 new patterns, their rows in one ClickHouse insert (whose thread computes the
 filter columns of all its rows at once), then one learn script per
@@ -82,7 +86,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -108,7 +112,7 @@ CLAIM_LEASE_MS = 30_000     # a crashed row writer blocks that one new pattern a
 WAIT_TIMEOUT = 60.0         # longest a learn waits on a claim, a clear-all or its own application
 FOLLOW_BLOCK_MS = 1000
 FOLLOW_BUSY_PAUSE = 0.005   # how often the follower looks at a knowledge base this process is learning into
-MAX_BATCHES = 1             # batches of learns in flight per knowledge base (the rest queue up)
+MAX_BATCHES = 2             # batches of learns in flight per knowledge base (the rest queue up)
 GATHER_AFTER = 16           # a batch slot that frees after a batch of at least this many learns...
 GATHER_SHARE = 0.9          # ...waits until this share of that many is queued again,
 GATHER_QUIET = 0.001        # ...or no learn came for this long,
@@ -486,8 +490,8 @@ class _Learn:
 class _Attached:
     """A knowledge base this process holds and keeps in step with the stream."""
 
-    __slots__ = ("kb", "keys", "gen", "lock", "loop", "queue", "queue_lock", "draining", "batches", "own",
-                 "last_size", "want", "gather", "arrived", "gather_until")
+    __slots__ = ("kb", "keys", "gen", "lock", "loop", "queue", "queue_lock", "draining", "batches", "forming",
+                 "own", "last_size", "want", "gather", "arrived", "gather_until")
 
     def __init__(self, kb: "SharedKnowledgeBase", loop: asyncio.AbstractEventLoop) -> None:
         self.kb = kb
@@ -499,6 +503,7 @@ class _Attached:
         self.queue_lock = threading.Lock()
         self.draining = False                # a drain of the queue is scheduled or pending on the loop
         self.batches = 0                     # batches of learns in flight
+        self.forming: list[_Learn] | None = None   # the batch still claiming and writing its rows
         self.last_size = 0                   # learns in the last batch started
         self.want = 0                        # while gathering: queue length that wakes the drain
         self.gather: asyncio.TimerHandle | None = None   # the next check of the current gathering
@@ -851,8 +856,9 @@ class SharedPatternStore:
             att.loop.call_soon_threadsafe(self._drain, att)
 
     def _drain(self, att: _Attached) -> None:
-        """Start a batch of everything queued for ``att`` unless MAX_BATCHES already run
-        (event loop); the end of each batch drains again.
+        """Start a batch of everything queued for ``att`` unless MAX_BATCHES already run or
+        a batch is still claiming and writing its rows (event loop); the end of that stage
+        of a batch, and the end of each batch, drain again.
 
         Gathering: the learners of a batch mostly learn again as soon as they are woken
         (a loaded service). When a slot frees after a batch of GATHER_AFTER or more and
@@ -863,7 +869,7 @@ class SharedPatternStore:
         per learn). A light load never waits; learners that come back slowly (clients
         that think between learns) cost a batch GATHER_QUIET at most.
         """
-        if att.batches >= MAX_BATCHES:
+        if att.batches >= MAX_BATCHES or att.forming is not None:
             return
         with att.queue_lock:
             if att.gather is None:
@@ -883,9 +889,10 @@ class SharedPatternStore:
         att.last_size = len(learns)
         if learns:
             att.batches += 1
+            att.forming = learns
             task = att.loop.create_task(self._learn_batch(att, learns))
             self._batches.add(task)
-            task.add_done_callback(lambda task: self._batch_done(att, task))
+            task.add_done_callback(lambda task: self._batch_done(att, task, learns))
 
     def _gathered(self, att: _Attached) -> None:
         """Check a gathering (event loop): once learns stopped coming or its time is up,
@@ -899,9 +906,17 @@ class SharedPatternStore:
             att.want = 0
         self._drain(att)
 
-    def _batch_done(self, att: _Attached, task: asyncio.Task) -> None:
+    def _formed(self, att: _Attached, learns: list[_Learn]) -> None:
+        """The batch ``learns`` has its claims and rows: the next batch may start (event loop)."""
+        if att.forming is learns:
+            att.forming = None
+            self._drain(att)
+
+    def _batch_done(self, att: _Attached, task: asyncio.Task, learns: list[_Learn]) -> None:
         self._batches.discard(task)
         att.batches -= 1
+        if att.forming is learns:
+            att.forming = None
         self._drain(att)
 
     async def _learn_batch(self, att: _Attached, learns: list[_Learn]) -> None:
@@ -911,7 +926,8 @@ class SharedPatternStore:
         again after a pause); the others go on.
         """
         try:
-            waiting = set(await self._commit_many(att.keys, learns, ordered=False))
+            waiting = set(await self._commit_many(att.keys, learns, ordered=False,
+                                                  formed=lambda: self._formed(att, learns)))
             top = max((learn.gen for learn in learns), default=0)
             if top:
                 att.own.update((learn.gen, learn.record) for learn in learns if learn.gen > att.gen)
@@ -959,12 +975,14 @@ class SharedPatternStore:
                 await asyncio.sleep(pending[0].pause)
                 pending[0].pause = min(pending[0].pause * 2, 0.05)
 
-    async def _commit_many(self, keys: _Keys, learns: list[_Learn], ordered: bool) -> list[_Learn]:
+    async def _commit_many(self, keys: _Keys, learns: list[_Learn], ordered: bool,
+                           formed: Callable[[], None] | None = None) -> list[_Learn]:
         """Steps 1–2 of the module docstring for many learns: claims and rows for the new
-        patterns, then learn scripts. Sets ``gen``/``freq`` of each committed learn and
-        ``error`` of each whose row failed; returns the learns that wait on another caller's
-        claim (when ``ordered``, those and every learn after the first of them). Raises
-        StoreUnavailable when Redis fails or a clear-all outlasts WAIT_TIMEOUT."""
+        patterns, then learn scripts (``formed`` is called before the first of them). Sets
+        ``gen``/``freq`` of each committed learn and ``error`` of each whose row failed;
+        returns the learns that wait on another caller's claim (when ``ordered``, those and
+        every learn after the first of them). Raises StoreUnavailable when Redis fails or a
+        clear-all outlasts WAIT_TIMEOUT."""
         token = self._token()
         held: set[str] = set()   # claims this call holds and its scripts have not dropped
         deadline = time.monotonic() + WAIT_TIMEOUT
@@ -990,6 +1008,9 @@ class SharedPatternStore:
                         pending = [learn for learn in pending if not learn.busy]
                     if not pending:
                         break
+                if formed is not None:
+                    formed()   # schedules the next batch's task before this script's (see _run_learns)
+                    formed = None
                 replies = await self._run_learns(keys, pending, token, ordered)
                 if replies is None:
                     await asyncio.sleep(0.01)       # a clear-all of this knowledge base is running
@@ -1040,8 +1061,11 @@ class SharedPatternStore:
                 if not all(isinstance(reply[0], int) for reply in result):
                     break
         else:
-            # Concurrent learns: chunks go out together; those refused retry. A chunk
-            # whose script failed on its own fails only its learns: the others committed.
+            # Concurrent learns: chunks go out together; those refused retry. A chunk whose
+            # script failed on its own fails only its learns: the others committed. gather()
+            # runs each call as a task, after any task scheduled before it: so the claim of a
+            # batch that ``formed`` just started reaches Redis before this script, and that
+            # batch's ClickHouse insert runs while Redis runs this script.
             results = await asyncio.gather(*(call(chunk) for chunk in chunks), return_exceptions=True)
             failures = [result for result in results if isinstance(result, BaseException)]
             for failure in failures:

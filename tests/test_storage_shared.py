@@ -528,3 +528,61 @@ def test_a_freed_batch_slot_gathers_the_last_batchs_learners_but_a_light_load_ne
         assert len(started) == 6 and att.gather is None and not att.queue
 
     aio.run(main())
+
+
+def test_two_batches_in_flight_form_a_pipeline(aio, monkeypatch):
+    """Group commit's pipeline (SharedPatternStore._drain): the next batch starts once the
+    running one has its rows (``_formed``, when it sends its learn script), not before;
+    with two batches in flight a third waits for one of them to end."""
+    import storage.shared as shared
+
+    monkeypatch.setattr(shared, "MAX_BATCHES", 2)
+    monkeypatch.setattr(shared, "GATHER_AFTER", 10_000)   # no gathering: only the pipeline here
+    store = shared.SharedPatternStore(rows=None, redis=None)  # type: ignore[arg-type]
+    started: list[int] = []
+    formed: list[asyncio.Event] = []
+    ended: list[asyncio.Event] = []
+
+    async def fake_batch(att, learns):
+        started.append(len(learns))
+        rows_done, done = asyncio.Event(), asyncio.Event()
+        formed.append(rows_done)
+        ended.append(done)
+        await rows_done.wait()
+        store._formed(att, learns)
+        await done.wait()
+
+    monkeypatch.setattr(store, "_learn_batch", fake_batch)
+
+    class Kb:
+        kb_id = "kbp"
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        att = shared._Attached(Kb(), asyncio.get_running_loop())   # type: ignore[arg-type]
+        store._enqueue(att, [object()] * 4)
+        await settle()
+        assert started == [4]
+        store._enqueue(att, [object()] * 3)         # batch 1 still claims and writes rows
+        await settle()
+        assert started == [4]
+        formed[0].set()                             # batch 1 sends its script: batch 2 starts
+        await settle()
+        assert started == [4, 3]
+        store._enqueue(att, [object()] * 2)
+        formed[1].set()                             # two in flight: the third waits
+        await settle()
+        assert started == [4, 3]
+        ended[0].set()                              # batch 1 ends: the third starts
+        await settle()
+        assert started == [4, 3, 2] and att.batches == 2
+        formed[2].set()
+        ended[1].set()
+        ended[2].set()
+        await settle()
+        assert att.batches == 0 and att.forming is None and not att.queue
+
+    aio.run(main())
