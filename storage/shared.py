@@ -111,7 +111,8 @@ STREAM_MAXLEN = 10_000      # entries kept per knowledge base; a process further
 CLAIM_LEASE_MS = 30_000     # a crashed row writer blocks that one new pattern at most this long
 WAIT_TIMEOUT = 60.0         # longest a learn waits on a claim, a clear-all or its own application
 FOLLOW_BLOCK_MS = 1000
-FOLLOW_BUSY_PAUSE = 0.005   # how often the follower looks at a knowledge base this process is learning into
+FOLLOW_BUSY_PAUSE = 0.05    # how often the follower looks at a knowledge base this process is learning into
+                            # (its batches apply the stream up to their own entries, sync() before each use)
 MAX_BATCHES = 2             # batches of learns in flight per knowledge base (the rest queue up)
 GATHER_AFTER = 16           # a batch slot that frees after a batch of at least this many learns...
 GATHER_SHARE = 0.9          # ...waits until this share of that many is queued again,
