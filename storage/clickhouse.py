@@ -285,9 +285,12 @@ class ClickHouseRows:
                 for i, row in zip(indexes, pattern_rows(kb_id, [(rows[i][1], rows[i][2]) for i in indexes])):
                     rows[i] = row
         # JSON lines encoded by msgspec cost a third of the CPU of clickhouse-connect's
-        # native-format encoding, which dominated every learn of a new pattern.
+        # native-format encoding, which dominated every learn of a new pattern. One
+        # thread: these inserts are small (a batch of learns), and the pipeline's extra
+        # threads cost about a fifth of an insert's CPU (6 ms with chdb here).
         body = b"\n".join(_json.encode(row) for row in rows)
-        self._call(lambda client: client.raw_insert(self.table, COLUMNS, body, settings={"async_insert": 0},
+        self._call(lambda client: client.raw_insert(self.table, COLUMNS, body,
+                                                    settings={"async_insert": 0, "max_threads": 1},
                                                     fmt="JSONCompactEachRow"))
 
     async def drop(self, kb_id: str) -> None:
