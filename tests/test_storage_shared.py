@@ -109,6 +109,47 @@ def test_two_processes_hold_bit_identical_knowledge_bases_after_concurrent_learn
     aio.run(main())
 
 
+def test_the_symbol_keys_in_redis_follow_the_learns(two_stores, redis_server, aio):
+    """api.md §4.4: after concurrent learns and re-learns through two processes,
+    ``symbols:freq`` counts every occurrence of every learn, ``symbols:pmf`` the patterns
+    holding the symbol, ``symbol_to_patterns:{symbol}`` names exactly those patterns, and
+    the global totals add up."""
+    import redis
+
+    one, two = two_stores
+
+    async def main() -> None:
+        kb1, kb2 = one.knowledge_base("kbs"), two.knowledge_base("kbs")
+        await one.rebuild(kb1)
+        await two.rebuild(kb2)
+        await asyncio.gather(*(anyio.to_thread.run_sync(_learner(kb, tag, 10))
+                               for tag, kb in enumerate((kb1, kb2, kb1, kb2))))
+        await one.sync(kb1)
+        return kb1
+
+    kb = aio.run(main())
+    freq: dict[str, int] = {}
+    holders: dict[str, set[str]] = {}
+    total_length = 0
+    for name in kb.index.iter_names():
+        record = kb.pattern(name)
+        symbols = [sym for event in record["pattern_data"] for sym in event]
+        total_length += len(symbols) * record["frequency"]
+        for sym in symbols:
+            freq[sym] = freq.get(sym, 0) + record["frequency"]
+            holders.setdefault(sym, set()).add(name)
+    assert any(kb.pattern(name)["frequency"] > 1 for name in kb.index.iter_names())   # re-learns happened
+    r = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{SHARED_REDIS_DB}", decode_responses=True)
+    assert {k: int(v) for k, v in r.hgetall("kbs:symbols:freq").items()} == freq
+    assert {k: int(v) for k, v in r.hgetall("kbs:symbols:pmf").items()} == {k: len(v) for k, v in holders.items()}
+    for sym, names in holders.items():
+        assert r.smembers(f"kbs:symbol_to_patterns:{sym}") == names
+    assert len(list(r.scan_iter("kbs:symbol_to_patterns:*"))) == len(holders)
+    assert int(r.get("kbs:global:total_symbols_in_patterns_frequencies")) == total_length
+    assert int(r.get("kbs:global:total_unique_patterns")) == int(r.get("kbs:global:total_pattern_frequencies")) \
+        == len(kb)
+
+
 def test_a_gap_in_the_change_stream_rebuilds_from_the_stores(two_stores, redis_server, aio):
     one, two = two_stores
 
