@@ -146,7 +146,10 @@ _reply_decoder = msgspec.msgpack.Decoder(list[list[Any]])
 # thousands of them (standalone Redis; not Cluster). Each learn is decided and applied
 # in list order exactly as if it ran alone; only the writes no learn of the batch reads
 # (symbol counters, symbol_to_patterns, totals, the learn order, claims, stream trimming)
-# are gathered and done once per batch.
+# are gathered and done once per batch. A re-learn adds nothing to symbol_to_patterns (api.md
+# §4.4 writes it "on every learn", but the first learn of the pattern already put it in each of
+# its symbols' sets, and only clear-all removes it, together with its frequency), so only new
+# patterns' SADDs are sent: the same sets for a fraction of the calls.
 # Replies, as one msgpack string (a RESP array of two or three items per learn cost more to
 # parse than the learn's own script fields to build), one entry per learn: {frequency,
 # generation}, {'meta', stored metadata}, {'need_row'} or, after the first of those when
@@ -242,9 +245,11 @@ for idx, l in ipairs(learns) do
         order[#order + 1] = sym
       end
       sym_freq[sym] = sym_freq[sym] + counts[i + 1]
-      local m = members[sym]
-      m[#m + 1] = name
-      if is_new then sym_pmf[sym] = sym_pmf[sym] + 1 end
+      if is_new then
+        local m = members[sym]
+        m[#m + 1] = name
+        sym_pmf[sym] = sym_pmf[sym] + 1
+      end
     end
     total_length = total_length + l[2]
     if #averaged > 0 then
@@ -267,7 +272,7 @@ end
 if gen > first_gen then
   redis.call('SET', KEYS[1], gen)
   for _, sym in ipairs(order) do
-    redis.call('SADD', prefix .. 'symbol_to_patterns:' .. sym, unpack(members[sym]))
+    if #members[sym] > 0 then redis.call('SADD', prefix .. 'symbol_to_patterns:' .. sym, unpack(members[sym])) end
   end
   add_counts(KEYS[4], order, sym_freq)
   add_counts(KEYS[5], order, sym_pmf)
