@@ -11,7 +11,8 @@ costs but no network. Printed under "server storage" at the end:
   on a ``SharedKnowledgeBase`` (what ``POST /learn`` runs), every learn a new
   pattern, so each one is claimed, waits for its row's ClickHouse insert, is
   committed in Redis and applied in stream order before it returns — grouped with
-  the learns queued beside it (storage/shared.py, "Group commit");
+  the learns queued beside it (storage/shared.py, "Group commit"), then the same 10,000
+  again as re-learns (no row to write, nothing to claim);
 * **bulk append** — ``PatternStore.append`` of 1,000-pattern chunks (import path),
   used to fill the store to 100k;
 * **cold open** — a fresh store instance rebuilding the 100k-pattern knowledge
@@ -84,7 +85,7 @@ def test_learn_throughput_through_the_service_path(servers, report):
     records = _records(LEARNS, seed=7)
     store = _store(servers, f"bench_{uuid.uuid4().hex[:8]}")
 
-    async def run() -> float:
+    async def run() -> None:
         await store.open()   # as the service does at start: connecting is not part of learning
         kb = store.knowledge_base("bench_learn")
         await store.rebuild(kb)
@@ -95,20 +96,29 @@ def test_learn_throughput_through_the_service_path(servers, report):
             for rec in share:   # one learn at a time, as a client waits for each answer
                 await loop.run_in_executor(pool, kb.apply, rec)
 
-        with ThreadPoolExecutor(LEARNERS) as pool:
+        async def timed(shares: list[list[LearnedPattern]]) -> tuple[float, float, float]:
             started = time.perf_counter()
             cpu, redis_cpu = time.process_time(), _cpu_seconds(redis_pid)
-            await asyncio.gather(*(learner(records[i::LEARNERS]) for i in range(LEARNERS)))
-            took = time.perf_counter() - started
-            cpu, redis_cpu = time.process_time() - cpu, _cpu_seconds(redis_pid) - redis_cpu
-        assert len(kb) == LEARNS
-        batches = store.rows.writer.batches
+            await asyncio.gather(*(learner(share) for share in shares))
+            return (time.perf_counter() - started, (time.process_time() - cpu) / LEARNS * 1e3,
+                    (_cpu_seconds(redis_pid) - redis_cpu) / LEARNS * 1e3)
+
+        with ThreadPoolExecutor(LEARNERS) as pool:
+            took, cpu, redis_cpu = await timed([records[i::LEARNERS] for i in range(LEARNERS)])
+            assert len(kb) == LEARNS
+            batches = store.rows.writer.batches
+            report(f"learn: new patterns, {LEARNERS} concurrent learners", f"{LEARNS:,}",
+                   f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s, {batches} ClickHouse inserts, "
+                   f"{LEARNS / max(batches, 1):.0f} rows each; CPU per learn {cpu:.2f} ms here, "
+                   f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
+            # The same patterns again, each learner on another's share: every learn a
+            # re-learn (no row, no claim), the common case of a trained service.
+            took, cpu, redis_cpu = await timed([records[(i + 1) % LEARNERS::LEARNERS] for i in range(LEARNERS)])
+            assert len(kb) == LEARNS and store.rows.writer.batches == batches
+            report(f"learn: re-learns, {LEARNERS} concurrent learners", f"{LEARNS:,}",
+                   f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s; CPU per learn {cpu:.2f} ms here, "
+                   f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
         await store.close()
-        report(f"learn: new patterns, {LEARNERS} concurrent learners", f"{LEARNS:,}",
-               f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s, {batches} ClickHouse inserts, "
-               f"{LEARNS / max(batches, 1):.0f} rows each; CPU per learn {cpu / LEARNS * 1e3:.2f} ms here, "
-               f"{redis_cpu / LEARNS * 1e3:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
-        return took
 
     asyncio.run(run())
 
