@@ -73,17 +73,24 @@ def _learner(kb: KnowledgeBase, tag: int, rounds: int):
     return run
 
 
+async def _learn_through_both(stores, kb_id: str, rounds: int) -> tuple[KnowledgeBase, KnowledgeBase]:
+    """Open ``kb_id`` on both stores, run four concurrent learners (two on each) for
+    ``rounds`` learns each, and bring both up to date: the two knowledge bases."""
+    kbs = [store.knowledge_base(kb_id) for store in stores]
+    for store, kb in zip(stores, kbs):
+        await store.rebuild(kb)
+    await asyncio.gather(*(anyio.to_thread.run_sync(_learner(kb, tag, rounds))
+                           for tag, kb in enumerate(kbs + kbs)))
+    for store, kb in zip(stores, kbs):
+        await store.sync(kb)
+    return kbs[0], kbs[1]
+
+
 def test_two_processes_hold_bit_identical_knowledge_bases_after_concurrent_learning(two_stores, aio):
     one, two = two_stores
 
     async def main() -> None:
-        kb1, kb2 = one.knowledge_base("kbx"), two.knowledge_base("kbx")
-        await one.rebuild(kb1)
-        await two.rebuild(kb2)
-        await asyncio.gather(*(anyio.to_thread.run_sync(_learner(kb, tag, 12))
-                               for tag, kb in enumerate((kb1, kb2, kb1, kb2))))
-        await one.sync(kb1)
-        await two.sync(kb2)
+        kb1, kb2 = await _learn_through_both(two_stores, "kbx", 12)
         fresh = KnowledgeBase("kbx")
         assert await one.rebuild(fresh) == kb1.attached.gen == kb2.attached.gen
         assert _state(kb1) == _state(kb2) == _state(fresh)
@@ -116,18 +123,7 @@ def test_the_symbol_keys_in_redis_follow_the_learns(two_stores, redis_server, ai
     the global totals add up."""
     import redis
 
-    one, two = two_stores
-
-    async def main() -> None:
-        kb1, kb2 = one.knowledge_base("kbs"), two.knowledge_base("kbs")
-        await one.rebuild(kb1)
-        await two.rebuild(kb2)
-        await asyncio.gather(*(anyio.to_thread.run_sync(_learner(kb, tag, 10))
-                               for tag, kb in enumerate((kb1, kb2, kb1, kb2))))
-        await one.sync(kb1)
-        return kb1
-
-    kb = aio.run(main())
+    kb = aio.run(_learn_through_both(two_stores, "kbs", 10))[0]
     freq: dict[str, int] = {}
     holders: dict[str, set[str]] = {}
     total_length = 0
@@ -489,6 +485,19 @@ def test_a_learn_script_failing_in_one_chunk_fails_only_that_chunks_learns(two_s
     aio.run(main())
 
 
+class _FakeKb:
+    """Stands for a knowledge base in the batching tests, which read only its id."""
+
+    def __init__(self, kb_id: str) -> None:
+        self.kb_id = kb_id
+
+
+async def _settle() -> None:
+    """Let the event loop run what is ready now, a few rounds deep."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
 def test_a_freed_batch_slot_gathers_the_last_batchs_learners_but_a_light_load_never_waits(aio, monkeypatch):
     """Group commit's gathering (SharedPatternStore._drain): after a batch of GATHER_AFTER
     or more learns, the next batch starts once GATHER_SHARE of that many are queued again,
@@ -513,44 +522,37 @@ def test_a_freed_batch_slot_gathers_the_last_batchs_learners_but_a_light_load_ne
 
     monkeypatch.setattr(store, "_learn_batch", fake_batch)
 
-    class Kb:
-        kb_id = "kbg"
-
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
-
     async def until(n: int) -> None:
         while len(started) < n:
             await asyncio.sleep(0.005)
 
     async def main() -> None:
-        att = shared._Attached(Kb(), asyncio.get_running_loop())   # type: ignore[arg-type]
+        att = shared._Attached(_FakeKb("kbg"), asyncio.get_running_loop())   # type: ignore[arg-type]
         store._enqueue(att, [object()] * 20)
-        await settle()
+        await _settle()
         assert [n for n, _ in started] == [20]
         store._enqueue(att, [object()] * 5)        # queued behind the running batch
         release[0].set()
-        await settle()
+        await _settle()
         assert len(started) == 1                   # gathering: 5 of the 18 it waits for
         store._enqueue(att, [object()] * 12)
-        await settle()
+        await _settle()
         assert len(started) == 1
         store._enqueue(att, [object()])            # the 18th: the batch starts at once
-        await settle()
+        await _settle()
         assert [n for n, _ in started] == [20, 18]
 
         release[1].set()
-        await settle()
+        await _settle()
         freed = time.monotonic()
         store._enqueue(att, [object()] * 3)        # only 3 come back, then nothing: after GATHER_QUIET
         await until(3)
         assert started[2][0] == 3 and 0.25 <= started[2][1] - freed < 0.75
 
         release[2].set()
-        await settle()
+        await _settle()
         store._enqueue(att, [object()])            # after a small batch: no waiting
-        await settle()
+        await _settle()
         assert [n for n, _ in started] == [20, 18, 3, 1]
 
         # Learns that keep coming, though too few: the batch starts after GATHER_SECONDS.
@@ -558,7 +560,7 @@ def test_a_freed_batch_slot_gathers_the_last_batchs_learners_but_a_light_load_ne
         release[3].set()
         await until(5)                             # those 19 at once (the last batch was small)
         release[4].set()
-        await settle()
+        await _settle()
         freed = time.monotonic()
         while len(started) < 6:
             store._enqueue(att, [object()])      # about 13 in GATHER_SECONDS: short of 17
@@ -595,35 +597,28 @@ def test_two_batches_in_flight_form_a_pipeline(aio, monkeypatch):
 
     monkeypatch.setattr(store, "_learn_batch", fake_batch)
 
-    class Kb:
-        kb_id = "kbp"
-
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
-
     async def main() -> None:
-        att = shared._Attached(Kb(), asyncio.get_running_loop())   # type: ignore[arg-type]
+        att = shared._Attached(_FakeKb("kbp"), asyncio.get_running_loop())   # type: ignore[arg-type]
         store._enqueue(att, [object()] * 4)
-        await settle()
+        await _settle()
         assert started == [4]
         store._enqueue(att, [object()] * 3)         # batch 1 still claims and writes rows
-        await settle()
+        await _settle()
         assert started == [4]
         formed[0].set()                             # batch 1 sends its script: batch 2 starts
-        await settle()
+        await _settle()
         assert started == [4, 3]
         store._enqueue(att, [object()] * 2)
         formed[1].set()                             # two in flight: the third waits
-        await settle()
+        await _settle()
         assert started == [4, 3]
         ended[0].set()                              # batch 1 ends: the third starts
-        await settle()
+        await _settle()
         assert started == [4, 3, 2] and att.batches == 2
         formed[2].set()
         ended[1].set()
         ended[2].set()
-        await settle()
+        await _settle()
         assert att.batches == 0 and att.forming is None and not att.queue
 
     aio.run(main())
