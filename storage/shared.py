@@ -130,7 +130,7 @@ class Change(msgspec.Struct, array_like=True, omit_defaults=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _change_decoder = msgspec.msgpack.Decoder(Change)
-_reply_decoder = msgspec.msgpack.Decoder(list[list[Any]])
+_reply_decoder = msgspec.msgpack.Decoder(list[Any])   # per-learn arrays, or the one string "clearing"
 
 # --------------------------------------------------------------------- scripts
 

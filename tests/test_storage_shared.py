@@ -146,6 +146,37 @@ def test_the_symbol_keys_in_redis_follow_the_learns(two_stores, redis_server, ai
         == len(kb)
 
 
+def _learn_a_b(kb: KnowledgeBase) -> int:
+    """Learn the pattern a, b through ``kb`` (worker thread); its frequency."""
+    config = EngineConfig()
+    state = SessionState()
+    for strings in (["a"], ["b"]):
+        kb.observe(state, Observation(strings=strings), config)
+    return kb.learn(state, config)[1].frequency
+
+
+def test_a_relearn_waits_out_a_running_clear_all(two_stores, redis_server, aio):
+    """A learn script refused because a clear-all runs (its {'clearing'} reply) is sent
+    again once the clear-all ended; the learn neither fails nor is lost."""
+    import redis
+
+    one, _ = two_stores
+    r = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{SHARED_REDIS_DB}")
+
+    async def main() -> None:
+        kb = one.knowledge_base("kcl")
+        await one.rebuild(kb)
+        assert await anyio.to_thread.run_sync(_learn_a_b, kb) == 1
+        r.set("kato:kbclear:kcl", "another-process", px=5000)    # a clear-all runs elsewhere...
+        learning = asyncio.ensure_future(anyio.to_thread.run_sync(_learn_a_b, kb))
+        await asyncio.sleep(0.1)
+        assert not learning.done()
+        r.delete("kato:kbclear:kcl")                              # ...and ends without a change
+        assert await learning == 2
+
+    aio.run(main())
+
+
 def test_a_gap_in_the_change_stream_rebuilds_from_the_stores(two_stores, redis_server, aio):
     one, two = two_stores
 
