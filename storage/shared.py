@@ -63,7 +63,8 @@ stops at the first refused learn.
 
 Keeping in step: a background follower blocks on ``XREAD`` over the streams of
 the open knowledge bases and applies new entries as they arrive (about a
-millisecond behind), and :meth:`SharedPatternStore.sync` — called by the web
+millisecond behind; up to FOLLOW_BUSY_PAUSE while this process has learn batches
+in flight in one of them, when their own catch-ups apply the stream), and :meth:`SharedPatternStore.sync` — called by the web
 layer before each use of a knowledge base — compares ``kato:kbgen`` and applies
 whatever is missing first, so a learn acknowledged by any process is visible to
 the next request on every process (no stale window). A gap in the stream (the
@@ -136,6 +137,9 @@ _reply_decoder = msgspec.msgpack.Decoder(list[Any])   # per-learn arrays, or the
 
 # KEYS: 1 kbgen 2 stream 3 patterns 4 symbols:freq 5 symbols:pmf 6 total_symbols
 #       7 total_pattern_frequencies 8 total_unique 9 kbclear 10 kbepoch 11 affinity_order
+#       12 this call's reply (kato:kbcall:{kb_id}:{unique call id}): the client resends a
+#          script whose reply timed out, so a call that already committed answers its stored
+#          reply instead of committing its learns a second time (kept 60 s: WAIT_TIMEOUT).
 # ARGV: 1 KB key prefix 2 stream maxlen 3 claim token ('' = none) 4 ordered (1/0)
 #       5 the learns (msgpack: one array per learn, fields below), then one change payload per learn.
 # A learn: 1 name 2 length 3 persistence 4 row epoch ('' = no row written by the caller)
@@ -189,6 +193,8 @@ local function add_counts(key, fields, deltas)
     redis.call('HSET', key, unpack(pairs_))
   end
 end
+local done = redis.call('GET', KEYS[12])
+if done then return done end
 if redis.call('EXISTS', KEYS[9]) == 1 then return cmsgpack.pack({'clearing'}) end
 local prefix, token, ordered = ARGV[1], ARGV[3], ARGV[4] == '1'
 local learns = cmsgpack.unpack(ARGV[5])
@@ -292,7 +298,9 @@ if gen > first_gen then
   end
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
 end
-return cmsgpack.pack(out)
+local reply = cmsgpack.pack(out)
+redis.call('SET', KEYS[12], reply, 'PX', 60000)
+return reply
 """
 
 # KEYS: 1 kbclear 2 kbepoch; ARGV: 1 KB key prefix 2 token 3 lease ms, then pattern names.
@@ -633,8 +641,11 @@ class SharedPatternStore:
 
     async def _eval(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script: one EVALSHA on a pooled connection (loaded first only when Redis
-        answers NOSCRIPT). Concurrent calls go out on separate connections at once, in the
-        order they are made: no call waits for another's reply before it is sent."""
+        answers NOSCRIPT). Concurrent calls go out on separate connections at once: no call
+        waits for another's reply before it is sent, and with idle connections at hand
+        they are sent in the order they are made. The client resends a call whose reply
+        timed out (storage/redis.py), so a script that must not run twice guards itself
+        (the learn script's reply key)."""
         return await self.redis.run(lambda r: self._script(source)(keys=list(keys), args=list(args), client=r))
 
     def _token(self) -> str:
@@ -1052,7 +1063,7 @@ class SharedPatternStore:
 
         async def call(chunk: list[_Learn]) -> list[Any]:
             return _reply_decoder.decode(await self._eval(
-                _LEARN, key_list, [keys.prefix, self.stream_maxlen, token, 1 if ordered else 0,
+                _LEARN, [*key_list, f"kato:kbcall:{keys.kb_id}:{self._token()}"], [keys.prefix, self.stream_maxlen, token, 1 if ordered else 0,
                                    _encoder.encode([learn.fields for learn in chunk]),
                                    *(learn.payload for learn in chunk)]))
 

@@ -177,6 +177,49 @@ def test_a_relearn_waits_out_a_running_clear_all(two_stores, redis_server, aio):
     aio.run(main())
 
 
+_BUSY = """local s = redis.call('TIME'); local t0 = s[1] * 1000000 + s[2]
+while true do local n = redis.call('TIME'); if n[1] * 1000000 + n[2] - t0 > tonumber(ARGV[1]) then break end end
+return 1"""
+
+
+def test_a_learn_script_resent_after_a_reply_timeout_commits_once(redis_server, chdb_path, aio):
+    """The Redis client resends a command whose reply timed out. Redis, busy for longer
+    than the client's socket timeout, then runs the learn script twice: the second run
+    must answer the first one's reply, not count the learn again."""
+    import threading
+
+    import clickhouse_connect
+    import redis
+
+    from storage.clickhouse import ClickHouseRows
+    from storage.redis import RedisConnector
+    from storage.shared import SharedPatternStore
+
+    redis_server.command("-n", str(SHARED_REDIS_DB), "FLUSHDB")
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{SHARED_REDIS_DB}"
+    store = SharedPatternStore(ClickHouseRows(lambda: clickhouse_connect.get_client(interface="chdb", path=chdb_path),
+                                              f"retry_{uuid.uuid4().hex[:8]}"), RedisConnector(url, socket_timeout=0.5))
+    r = redis.Redis.from_url(url)
+
+    async def main() -> None:
+        kb = store.knowledge_base("kre")
+        await store.rebuild(kb)
+        assert await anyio.to_thread.run_sync(_learn_a_b, kb) == 1
+        busy = threading.Thread(target=lambda: r.eval(_BUSY, 0, 800_000))   # Redis busy for 0.8 s
+        busy.start()
+        await asyncio.sleep(0.05)
+        try:
+            assert await anyio.to_thread.run_sync(_learn_a_b, kb) == 2
+        finally:
+            busy.join()
+        await asyncio.sleep(0.3)   # any second run has happened by now
+        (name,) = kb.index.iter_names()
+        assert int(r.get(f"kre:frequency:{name}")) == 2 and int(r.get("kato:kbgen:kre")) == 2
+        await store.close()
+
+    aio.run(main())
+
+
 def test_a_gap_in_the_change_stream_rebuilds_from_the_stores(two_stores, redis_server, aio):
     one, two = two_stores
 
