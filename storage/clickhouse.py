@@ -286,8 +286,9 @@ class ClickHouseRows:
                     rows[i] = row
         # JSON lines encoded by msgspec cost a third of the CPU of clickhouse-connect's
         # native-format encoding, which dominated every learn of a new pattern. One
-        # thread: these inserts are small (a batch of learns), and the pipeline's extra
-        # threads cost about a fifth of an insert's CPU (6 ms with chdb here).
+        # thread: most inserts are one group commit of learns (about 100 rows), where the
+        # pipeline's extra threads cost about a fifth of the insert's CPU (6 ms with chdb
+        # here); the largest (5,000 rows, restore and import) take about 80 ms either way.
         body = b"\n".join(_json.encode(row) for row in rows)
         self._call(lambda client: client.raw_insert(self.table, COLUMNS, body,
                                                     settings={"async_insert": 0, "max_threads": 1},
