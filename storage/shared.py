@@ -6,7 +6,8 @@ global totals and finalize-training results under ``{kb_id}:`` in Redis. Ours,
 outside the ``{kb_id}:`` prefix so clear-all does not reset them:
 ``kato:kbgen:{kb_id}`` (the generation, api.md §4.10), ``kato:kblog:{kb_id}``
 (a Redis stream with one entry per change, entry id ``<generation>-0``),
-``kato:kbepoch:{kb_id}`` (number of clear-alls) and ``kato:kbclear:{kb_id}``
+``kato:kbepoch:{kb_id}`` (number of clear-alls), ``kato:kbcall:{kb_id}:{id}`` (a learn
+script call's reply, for 60 s) and ``kato:kbclear:{kb_id}``
 (held while a clear-all runs). Under the prefix, ours: ``{kb_id}:patterns``
 (sorted set name -> generation of its first learn: the learn order) and
 ``{kb_id}:affinity_order`` (symbols in the order they first got an affinity).
@@ -64,9 +65,9 @@ stops at the first refused learn.
 Keeping in step: a background follower blocks on ``XREAD`` over the streams of
 the open knowledge bases and applies new entries as they arrive (about a
 millisecond behind; up to FOLLOW_BUSY_PAUSE while this process has learn batches
-in flight in one of them, when their own catch-ups apply the stream), and :meth:`SharedPatternStore.sync` — called by the web
-layer before each use of a knowledge base — compares ``kato:kbgen`` and applies
-whatever is missing first, so a learn acknowledged by any process is visible to
+in flight in one of them, when their own catch-ups apply the stream), and
+:meth:`SharedPatternStore.sync` — called by the web layer before each use of a
+knowledge base — compares ``kato:kbgen`` and applies whatever is missing first, so a learn acknowledged by any process is visible to
 the next request on every process (no stale window). A gap in the stream (the
 stream is capped at ``stream_maxlen`` entries) or a generation that went
 backwards makes the process rebuild that knowledge base from the stores.
@@ -1063,9 +1064,9 @@ class SharedPatternStore:
 
         async def call(chunk: list[_Learn]) -> list[Any]:
             return _reply_decoder.decode(await self._eval(
-                _LEARN, [*key_list, f"kato:kbcall:{keys.kb_id}:{self._token()}"], [keys.prefix, self.stream_maxlen, token, 1 if ordered else 0,
-                                   _encoder.encode([learn.fields for learn in chunk]),
-                                   *(learn.payload for learn in chunk)]))
+                _LEARN, [*key_list, f"kato:kbcall:{keys.kb_id}:{self._token()}"],
+                [keys.prefix, self.stream_maxlen, token, 1 if ordered else 0,
+                 _encoder.encode([learn.fields for learn in chunk]), *(learn.payload for learn in chunk)]))
 
         chunks = [learns[i:i + LEARN_CHUNK] for i in range(0, len(learns), LEARN_CHUNK)]
         if ordered:
