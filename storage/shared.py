@@ -67,9 +67,10 @@ the open knowledge bases and applies new entries as they arrive (about a
 millisecond behind; up to FOLLOW_BUSY_PAUSE while this process has learn batches
 in flight in one of them, when their own catch-ups apply the stream), and
 :meth:`SharedPatternStore.sync` — called by the web layer before each use of a
-knowledge base — compares ``kato:kbgen`` and applies whatever is missing first, so a learn acknowledged by any process is visible to
-the next request on every process (no stale window). A gap in the stream (the
-stream is capped at ``stream_maxlen`` entries) or a generation that went
+knowledge base — compares ``kato:kbgen`` and applies whatever is missing first,
+so a learn acknowledged by any process is visible to the next request on every
+process (no stale window). A gap in the stream (the stream is capped at
+``stream_maxlen`` entries) or a generation that went
 backwards makes the process rebuild that knowledge base from the stores.
 
 Rebuild (first open): one Lua script reads the Redis state of the knowledge base
