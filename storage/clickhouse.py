@@ -91,33 +91,15 @@ def _permutations() -> tuple[numpy.ndarray, numpy.ndarray]:
 _PERM_A, _PERM_B = _permutations()
 
 
-# symbol -> its 100 permuted hash values: symbols recur across patterns, and the
-# signature of a pattern is the element-wise minimum over its distinct symbols.
-_PERMUTED: dict[str, numpy.ndarray] = {}
-_PERMUTED_MAX = 65_536
-
-
-def _permuted(symbol: str) -> numpy.ndarray:
-    values = _PERMUTED.get(symbol)
-    if values is None:
-        if len(_PERMUTED) >= _PERMUTED_MAX:
-            _PERMUTED.clear()
-        hv = numpy.uint64(struct.unpack("<I", hashlib.sha1(symbol.encode("utf-8")).digest()[:4])[0])
-        with numpy.errstate(over="ignore"):  # uint64 products wrap, exactly as datasketch's do
-            values = _PERMUTED[symbol] = numpy.bitwise_and((_PERM_A * hv + _PERM_B) % _MERSENNE, _MAX_HASH)
-    return values
+_PERMUTED_MAX = 65_536   # symbols whose permuted hash values are kept (see _symbol_rows)
 
 
 def minhash_signature(symbols: Sequence[str]) -> list[int]:
     """The 100 values of a datasketch ``MinHash(num_perm=100, seed=1)`` updated with each symbol's UTF-8."""
-    if not symbols:
+    distinct = list(dict.fromkeys(symbols))
+    if not distinct:
         return [int(_MAX_HASH)] * _NUM_PERM
-    distinct = set(symbols)
-    try:
-        values = [_PERMUTED[sym] for sym in distinct]   # the common case, without a call per symbol
-    except KeyError:
-        values = [_permuted(sym) for sym in distinct]
-    return numpy.minimum.reduce(values).tolist()
+    return _symbol_rows(distinct).min(axis=0).tolist()
 
 
 def lsh_bands(signature: Sequence[int]) -> list[int]:
@@ -156,8 +138,9 @@ def _band_hashes(signatures: numpy.ndarray) -> numpy.ndarray:
     return acc.reshape(len(signatures), 20)
 
 
-# The same permuted hash values as _PERMUTED, as rows of one matrix for pattern_rows:
-# symbol -> row index. Filled under _ROWS_LOCK (rows are built on several threads).
+# symbol -> row index into _ROWS, the 100 permuted hash values of each symbol: symbols
+# recur across patterns, and the signature of a pattern is the element-wise minimum over
+# its distinct symbols' rows. Filled under _ROWS_LOCK (rows are built on several threads).
 _ROW_OF: dict[str, int] = {}
 _ROWS = numpy.empty((0, _NUM_PERM), dtype=numpy.uint32)   # the values are 32-bit: half the memory traffic
 _ROWS_LOCK = threading.Lock()
