@@ -7,7 +7,7 @@ outside the ``{kb_id}:`` prefix so clear-all does not reset them:
 ``kato:kbgen:{kb_id}`` (the generation, api.md §4.10), ``kato:kblog:{kb_id}``
 (a Redis stream with one entry per change, entry id ``<generation>-0``),
 ``kato:kbepoch:{kb_id}`` (number of clear-alls), ``kato:kbcall:{kb_id}:{id}`` (a learn
-script call's reply, for 60 s) and ``kato:kbclear:{kb_id}``
+script call's reply, for WAIT_TIMEOUT) and ``kato:kbclear:{kb_id}``
 (held while a clear-all runs). Under the prefix, ours: ``{kb_id}:patterns``
 (sorted set name -> generation of its first learn: the learn order) and
 ``{kb_id}:affinity_order`` (symbols in the order they first got an affinity).
@@ -141,7 +141,7 @@ _reply_decoder = msgspec.msgpack.Decoder(list[Any])   # per-learn arrays, or the
 #       7 total_pattern_frequencies 8 total_unique 9 kbclear 10 kbepoch 11 affinity_order
 #       12 this call's reply (kato:kbcall:{kb_id}:{unique call id}): the client resends a
 #          script whose reply timed out, so a call that already committed answers its stored
-#          reply instead of committing its learns a second time (kept 60 s: WAIT_TIMEOUT).
+#          reply instead of committing its learns a second time (kept WAIT_TIMEOUT).
 # ARGV: 1 KB key prefix 2 stream maxlen 3 claim token ('' = none) 4 ordered (1/0)
 #       5 the learns (msgpack: one array per learn, fields below), then one change payload per learn.
 # A learn: 1 name 2 length 3 persistence 4 row epoch ('' = no row written by the caller)
@@ -301,9 +301,9 @@ if gen > first_gen then
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
 end
 local reply = cmsgpack.pack(out)
-redis.call('SET', KEYS[12], reply, 'PX', 60000)
+redis.call('SET', KEYS[12], reply, 'PX', CALL_REPLY_MS)
 return reply
-"""
+""".replace("CALL_REPLY_MS", str(int(WAIT_TIMEOUT * 1000)))
 
 # KEYS: 1 kbclear 2 kbepoch; ARGV: 1 KB key prefix 2 token 3 lease ms, then pattern names.
 # Reply: {'clearing'} or {'ok', clear epoch, one letter per name}: 'e' the pattern exists,
