@@ -5,14 +5,16 @@ file, ``appendfsync everysec`` as in docker-compose.yml) and the real ClickHouse
 engine in process (chdb), so the figures include ClickHouse's own insert and scan
 costs but no network. Printed under "server storage" at the end:
 
-* **learn** — the service's path: 256 concurrent learners, each handing one learn
-  at a time to a pool of 256 worker threads (the service's thread pool size with
-  server storage), which calls the engine's learn
-  on a ``SharedKnowledgeBase`` (what ``POST /learn`` runs), every learn a new
-  pattern, so each one is claimed, waits for its row's ClickHouse insert, is
-  committed in Redis and applied in stream order before it returns — grouped with
-  the learns queued beside it (storage/shared.py, "Group commit"), then the same 10,000
-  again as re-learns (no row to write, nothing to claim);
+* **learn** — the service's path for ``POST /learn``: 256 concurrent learners on the
+  event loop, each awaiting one ``SharedKnowledgeBase.commit`` at a time (what the
+  handler awaits after the engine built the record), every learn a new pattern, so
+  each one is claimed, waits for its row's ClickHouse insert, is committed in Redis
+  and applied in stream order before it returns — grouped with the learns queued
+  beside it (storage/shared.py, "Group commit"); then the same 10,000 again as
+  re-learns (no row to write, nothing to claim); then 10,000 other new patterns
+  through the engine's blocking ``apply`` from a pool of 256 worker threads (the
+  service's thread pool size with server storage): the path of an auto-learn inside
+  observe;
 * **bulk append** — ``PatternStore.append`` of 1,000-pattern chunks (import path),
   used to fill the store to 100k;
 * **cold open** — a fresh store instance rebuilding the 100k-pattern knowledge
@@ -32,6 +34,7 @@ import gc
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -92,32 +95,44 @@ def test_learn_throughput_through_the_service_path(servers, report):
         loop = asyncio.get_running_loop()
         redis_pid = servers[0].proc.pid
 
-        async def learner(share: list[LearnedPattern]) -> None:
+        async def awaiting(share: list[LearnedPattern]) -> None:
             for rec in share:   # one learn at a time, as a client waits for each answer
+                await kb.commit(rec)
+
+        async def threaded(share: list[LearnedPattern]) -> None:
+            for rec in share:
                 await loop.run_in_executor(pool, kb.apply, rec)
 
-        async def timed(shares: list[list[LearnedPattern]]) -> tuple[float, float, float]:
+        async def timed(learner: Callable[[list[LearnedPattern]], Awaitable[None]],
+                        shares: list[list[LearnedPattern]]) -> tuple[float, float, float]:
             started = time.perf_counter()
             cpu, redis_cpu = time.process_time(), _cpu_seconds(redis_pid)
             await asyncio.gather(*(learner(share) for share in shares))
             return (time.perf_counter() - started, (time.process_time() - cpu) / LEARNS * 1e3,
                     (_cpu_seconds(redis_pid) - redis_cpu) / LEARNS * 1e3)
 
+        def new_patterns(what: str, took: float, cpu: float, redis_cpu: float, inserts: int) -> None:
+            report(f"learn: new patterns, {LEARNERS} concurrent learners, {what}", f"{LEARNS:,}",
+                   f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s, {inserts} ClickHouse inserts, "
+                   f"{LEARNS / max(inserts, 1):.0f} rows each; CPU per learn {cpu:.2f} ms here, "
+                   f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
+
+        took, cpu, redis_cpu = await timed(awaiting, [records[i::LEARNERS] for i in range(LEARNERS)])
+        assert len(kb) == LEARNS
+        batches = store.rows.writer.batches
+        new_patterns("awaited (POST /learn)", took, cpu, redis_cpu, batches)
+        # The same patterns again, each learner on another's share: every learn a
+        # re-learn (no row, no claim), the common case of a trained service.
+        took, cpu, redis_cpu = await timed(awaiting, [records[(i + 1) % LEARNERS::LEARNERS] for i in range(LEARNERS)])
+        assert len(kb) == LEARNS and store.rows.writer.batches == batches
+        report(f"learn: re-learns, {LEARNERS} concurrent learners, awaited (POST /learn)", f"{LEARNS:,}",
+               f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s; CPU per learn {cpu:.2f} ms here, "
+               f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
         with ThreadPoolExecutor(LEARNERS) as pool:
-            took, cpu, redis_cpu = await timed([records[i::LEARNERS] for i in range(LEARNERS)])
-            assert len(kb) == LEARNS
-            batches = store.rows.writer.batches
-            report(f"learn: new patterns, {LEARNERS} concurrent learners", f"{LEARNS:,}",
-                   f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s, {batches} ClickHouse inserts, "
-                   f"{LEARNS / max(batches, 1):.0f} rows each; CPU per learn {cpu:.2f} ms here, "
-                   f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
-            # The same patterns again, each learner on another's share: every learn a
-            # re-learn (no row, no claim), the common case of a trained service.
-            took, cpu, redis_cpu = await timed([records[(i + 1) % LEARNERS::LEARNERS] for i in range(LEARNERS)])
-            assert len(kb) == LEARNS and store.rows.writer.batches == batches
-            report(f"learn: re-learns, {LEARNERS} concurrent learners", f"{LEARNS:,}",
-                   f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s; CPU per learn {cpu:.2f} ms here, "
-                   f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
+            others = _records(LEARNS, seed=8)
+            took, cpu, redis_cpu = await timed(threaded, [others[i::LEARNERS] for i in range(LEARNERS)])
+            assert len(kb) == 2 * LEARNS
+            new_patterns("worker threads (auto-learn)", took, cpu, redis_cpu, store.rows.writer.batches - batches)
         await store.close()
 
     asyncio.run(run())

@@ -119,16 +119,35 @@ class KnowledgeBase:
                            session.metadata_accumulator, config.persistence, learned)
         return name, (learned[0] if learned else None)
 
+    def take_learn(self, session: SessionState, config: EngineConfig) -> LearnedPattern | None:
+        """The first half of :meth:`learn`: everything but applying the record.
+
+        Returns the record of the whole STM (its ``frequency`` still 0) or None under
+        two symbols; the STM is cleared and pending vectors are indexed either way. The
+        caller applies the record (``apply``, or a shared store's own commit).
+        """
+        return self._take(session, session.emotives_accumulator, session.metadata_accumulator,
+                          config.persistence)
+
     def _learn(self, session: SessionState, emotives: list, metadata: list,
                persistence: int, learned: list[LearnedPattern]) -> str:
+        record = self._take(session, emotives, metadata, persistence)
+        if record is None:
+            return ""
+        record.frequency = self.apply(record)
+        learned.append(record)
+        return PATTERN_PREFIX + record.name
+
+    def _take(self, session: SessionState, emotives: list, metadata: list,
+              persistence: int) -> LearnedPattern | None:
         events = [list(ev) for ev in session.stm]
         session.stm = []
         if session.pending_vectors:
             self.vectors.upsert([(v.name, v.vector) for v in session.pending_vectors])
             session.pending_vectors = []
         if sum(len(ev) for ev in events) < 2:
-            return ""
-        record = LearnedPattern(
+            return None
+        return LearnedPattern(
             name=pattern_hash(events),
             events=events,
             emotives=[dict(e) for e in emotives],
@@ -136,9 +155,6 @@ class KnowledgeBase:
             persistence=persistence,
             frequency=0,
         )
-        record.frequency = self.apply(record)
-        learned.append(record)
-        return PATTERN_PREFIX + record.name
 
     def apply(self, record: LearnedPattern) -> int:
         """Apply one learn (local or replayed from another process); returns the frequency."""

@@ -398,6 +398,64 @@ def test_concurrent_learns_of_the_same_new_patterns_batch_into_exact_frequencies
     aio.run(main())
 
 
+def test_learns_awaited_on_the_event_loop_batch_with_learns_from_worker_threads(two_stores, aio):
+    """``SharedKnowledgeBase.commit`` (the web layer's /learn) and ``apply`` (worker
+    threads: auto-learn in observe) learn the same new patterns at once through two
+    processes: frequencies are exact and both processes and a rebuild agree. A commit
+    whose caller is cancelled still commits; a commit from another thread, or into a
+    knowledge base not open, is refused."""
+    one, two = two_stores
+    hot = [[["c1"], [f"c{k}"]] for k in range(2, 6)]
+    rounds = 10
+
+    def record(tag: int, r: int) -> LearnedPattern:
+        events = hot[(tag + r) % 4]
+        return LearnedPattern(name=pattern_hash(events), events=events, emotives=[{"e": tag / 7}],
+                              metadata=[{"who": str(tag % 3)}], persistence=3, frequency=0)
+
+    def threaded(kb: KnowledgeBase, tag: int):
+        def run() -> None:
+            for r in range(rounds):
+                kb.apply(record(tag, r))
+        return run
+
+    async def awaited(kb, tag: int) -> list[int]:
+        return [await kb.commit(record(tag, r)) for r in range(rounds)]
+
+    async def main() -> None:
+        kb1, kb2 = one.knowledge_base("kbc"), two.knowledge_base("kbc")
+        with pytest.raises(RuntimeError, match="not open"):
+            await kb1.commit(record(0, 0))
+        await one.rebuild(kb1)
+        await two.rebuild(kb2)
+        results = await asyncio.gather(*(awaited(kb1 if tag % 2 else kb2, tag) for tag in range(16)),
+                                       *(anyio.to_thread.run_sync(threaded(kb1 if tag % 2 else kb2, tag))
+                                         for tag in range(16, 24)))
+        assert all(1 <= freq <= 240 for freqs in results[:16] for freq in freqs)
+        # Each awaiting learner saw its own pattern's frequency grow.
+        assert all(freqs[r] < freqs[r + 4] for freqs in results[:16] for r in range(rounds - 4))
+
+        cancelled = asyncio.ensure_future(kb1.commit(record(0, 0)))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await kb1.commit(record(1, 0))   # queued after the cancelled one: so that one is in
+
+        with pytest.raises(RuntimeError, match="event loop"):
+            await anyio.to_thread.run_sync(lambda: asyncio.run(kb1.commit(record(0, 0))))
+
+        await one.sync(kb1)
+        await two.sync(kb2)
+        fresh = KnowledgeBase("kbc")
+        await one.rebuild(fresh)
+        assert _state(kb1) == _state(kb2) == _state(fresh)
+        assert sorted(kb1.pattern(pattern_hash(events))["frequency"] for events in hot) == [60, 60, 61, 61]
+        assert await one.rows.count("kbc") == 4
+
+    aio.run(main())
+
+
 def test_redis_dying_under_a_batch_loses_no_acknowledged_learn(redis_server, chdb_path, tmp_path, aio):
     """Learner threads run while redis-server is killed and started again: every learn that
     returned is in Redis and in a rebuild; every other one is wholly there or wholly absent."""

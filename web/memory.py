@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from engine import (
+    PATTERN_PREFIX,
     EmptyShortTermMemory,
     EngineConfig,
     InvalidObservation,
@@ -215,13 +216,29 @@ class MemoryService:
             events = len(state.stm)
             config = rt.resolver.effective(rec.overrides)
             async with entry.gate.shared():
-                name, record = await rt.offload.run((rec.kb_id, "learn"), entry.kb.learn, state, config)
+                name, record = await self._learn_stm(rec.kb_id, entry.kb, state, config)
                 await rt.persist(rec.kb_id, [record] if record is not None else [])
             await self._save(rec, state, rec.percept_data)
         message = (f"Learned pattern {name} from {events} events" if name
                    else f"Nothing learned from {events} events: a pattern needs at least 2 symbols")
         return LearnResult(status="learned", pattern_name=name, session_id=session_id, processor_id=None,
                            message=message)
+
+    async def _learn_stm(self, kb_id: str, kb: KnowledgeBase, state: SessionState,
+                         config: EngineConfig) -> tuple[str, LearnedPattern | None]:
+        """``kb.learn(state, config)``. A knowledge base that commits on the event loop
+        (``commit``, storage/shared.py) takes the record from the engine and awaits its
+        commit here, so that no worker thread blocks on it."""
+        commit = getattr(kb, "commit", None)
+        if commit is None:
+            return await self.rt.offload.run((kb_id, "learn"), kb.learn, state, config)
+        # Indexing the STM's vectors is a vector store write: that stays on a thread.
+        operation = "learn" if state.pending_vectors else "take_learn"
+        record = await self.rt.offload.run((kb_id, operation), kb.take_learn, state, config)
+        if record is None:
+            return "", None
+        record.frequency = await commit(record)
+        return PATTERN_PREFIX + record.name, record
 
     async def clear_stm(self, session_id: str) -> Cleared:
         """Reset STM, accumulators, time, percept, predictions and pending vectors."""
