@@ -11,10 +11,10 @@ costs but no network. Printed under "server storage" at the end:
   each one is claimed, waits for its row's ClickHouse insert, is committed in Redis
   and applied in stream order before it returns — grouped with the learns queued
   beside it (storage/shared.py, "Group commit"); then the same 10,000 again as
-  re-learns (no row to write, nothing to claim); then 10,000 other new patterns
-  through the engine's blocking ``apply`` from a pool of 256 worker threads (the
-  service's thread pool size with server storage): the path of an auto-learn inside
-  observe;
+  re-learns (no row to write, nothing to claim); then the same 10,000 new patterns
+  into a second, empty knowledge base through the engine's blocking ``apply`` from a
+  pool of 256 worker threads (the service's thread pool size with server storage):
+  the path of an auto-learn inside observe;
 * **bulk append** — ``PatternStore.append`` of 1,000-pattern chunks (import path),
   used to fill the store to 100k;
 * **cold open** — a fresh store instance rebuilding the 100k-pattern knowledge
@@ -90,8 +90,9 @@ def test_learn_throughput_through_the_service_path(servers, report):
 
     async def run() -> None:
         await store.open()   # as the service does at start: connecting is not part of learning
-        kb = store.knowledge_base("bench_learn")
+        kb, kb_threads = store.knowledge_base("bench_learn"), store.knowledge_base("bench_learn_threads")
         await store.rebuild(kb)
+        await store.rebuild(kb_threads)   # the same new patterns again, from worker threads
         loop = asyncio.get_running_loop()
         redis_pid = servers[0].proc.pid
 
@@ -101,7 +102,7 @@ def test_learn_throughput_through_the_service_path(servers, report):
 
         async def threaded(share: list[LearnedPattern]) -> None:
             for rec in share:
-                await loop.run_in_executor(pool, kb.apply, rec)
+                await loop.run_in_executor(pool, kb_threads.apply, rec)
 
         async def timed(learner: Callable[[list[LearnedPattern]], Awaitable[None]],
                         shares: list[list[LearnedPattern]]) -> tuple[float, float, float]:
@@ -129,9 +130,8 @@ def test_learn_throughput_through_the_service_path(servers, report):
                f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s; CPU per learn {cpu:.2f} ms here, "
                f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
         with ThreadPoolExecutor(LEARNERS) as pool:
-            others = _records(LEARNS, seed=8)
-            took, cpu, redis_cpu = await timed(threaded, [others[i::LEARNERS] for i in range(LEARNERS)])
-            assert len(kb) == 2 * LEARNS
+            took, cpu, redis_cpu = await timed(threaded, [records[i::LEARNERS] for i in range(LEARNERS)])
+            assert len(kb_threads) == LEARNS
             new_patterns("worker threads (auto-learn)", took, cpu, redis_cpu, store.rows.writer.batches - batches)
         await store.close()
 

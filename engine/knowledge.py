@@ -3,8 +3,9 @@
 A knowledge base (one per ``kb_id``) owns a compiled :class:`PatternIndex` and a
 vector index. Sessions are plain :class:`SessionState` values owned by the caller;
 the methods here apply engine.md §1–§3 to them. Every learn returns the
-:class:`LearnedPattern` records it applied so storage can persist them; the engine
-never talks to a store itself.
+:class:`LearnedPattern` records it applied so storage can persist them
+(``take_learn`` returns its record unapplied, for a store that commits it itself);
+the engine never talks to a store itself.
 
 Thread safety: predictions hold the knowledge base's lock shared (and release the
 GIL while scoring), learns hold it exclusively. One session's state must not be

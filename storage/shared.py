@@ -523,7 +523,7 @@ class _Attached:
         self.gen = 0
         self.lock = asyncio.Lock()   # one applier at a time; held across fetch + apply
         self.loop = loop
-        self.queue: list[_Learn] = []        # learns submitted by worker threads, not yet batched
+        self.queue: list[_Learn] = []        # learns submitted (worker threads, the loop), not yet batched
         self.queue_lock = threading.Lock()
         self.draining = False                # a drain of the queue is scheduled or pending on the loop
         self.batches = 0                     # batches of learns in flight
@@ -543,7 +543,7 @@ class SharedKnowledgeBase(KnowledgeBase):
     the pattern's frequency once the store's applier has applied everything up to
     it, in stream order; ``finalize`` commits a finalize-training marker the same
     way. Both block the calling thread, so they must run on a worker thread, never
-    on the event loop. ``clear`` does nothing: clear-all reaches the index through
+    on the event loop; ``commit`` is ``apply`` awaited on the event loop. ``clear`` does nothing: clear-all reaches the index through
     the change stream (:meth:`SharedPatternStore.clear`).
     """
 
@@ -561,8 +561,8 @@ class SharedKnowledgeBase(KnowledgeBase):
         """:meth:`apply` for a caller on the event loop this knowledge base is attached to.
 
         The same batches commit it; awaiting costs no worker thread and no thread hand-over,
-        which made up half of the CPU of a learn through ``apply`` (bench_storage).
-        Cancelling the caller does not cancel the learn.
+        which made up half of the CPU of a learn through ``apply`` (bench_storage). A
+        cancelled caller still waits for the learn to end (as a thread blocked in ``apply``).
         """
         return await self.store._commit(self, record)
 
@@ -877,20 +877,35 @@ class SharedPatternStore:
         return learn.wait()
 
     async def _commit(self, kb: SharedKnowledgeBase, record: LearnedPattern) -> int:
-        """Queue one learn for the knowledge base's next batch and await it (its event loop)."""
+        """Queue one learn for the knowledge base's next batch and await it (its event loop).
+
+        A cancelled caller still waits for the learn to end, as a caller blocked in
+        ``apply`` on a worker thread did: whatever the caller holds (the session lock, the
+        knowledge base's gate) covers the whole commit. The batches end every learn within
+        WAIT_TIMEOUT of its deadlines; a timer fails it after twice that regardless.
+        """
         att = kb.attached
         if att is None:
             raise RuntimeError(f"knowledge base {kb.kb_id} is not open (PatternStore.rebuild first)")
-        if asyncio.get_running_loop() is not att.loop:
+        loop = att.loop
+        if asyncio.get_running_loop() is not loop:
             raise RuntimeError("SharedKnowledgeBase.commit runs on the event loop the knowledge base is open on")
-        waker = att.loop.create_future()
+        waker = loop.create_future()
         learn = _Learn(kb.kb_id, record, needs_row=record.name not in kb.index, waker=waker)
+        timer = loop.call_later(WAIT_TIMEOUT * 2, learn.finish, StoreUnavailable(
+            "redis", f"commit of {record.name} took over {WAIT_TIMEOUT * 2:.0f}s"))
         self._enqueue(att, [learn])
-        try:
-            async with asyncio.timeout(WAIT_TIMEOUT * 2):
-                await waker
-        except TimeoutError:
-            raise StoreUnavailable("redis", f"commit of {record.name} took over {WAIT_TIMEOUT * 2:.0f}s") from None
+        cancelled = False
+        while not waker.done():
+            try:
+                await asyncio.shield(waker)
+            except asyncio.CancelledError:
+                cancelled = True
+        timer.cancel()
+        if cancelled:
+            raise asyncio.CancelledError
+        if isinstance(learn.error, asyncio.CancelledError):   # its batch was cancelled (close)
+            raise StoreUnavailable("redis", "the store closed")
         if learn.error is not None:
             raise learn.error
         return learn.freq
@@ -898,8 +913,12 @@ class SharedPatternStore:
     def _enqueue(self, att: _Attached, learns: list[_Learn]) -> None:
         """Add ``learns`` to the queue of ``att``; the first after a drain schedules the next,
         or while a gathering runs, the one that fills it (any thread: the drain itself always
-        runs on the event loop)."""
+        runs on the event loop). Once the store is closing, ``learns`` fail at once."""
         with att.queue_lock:
+            if self._closing:   # close() empties the queue under this lock after setting it
+                for learn in learns:
+                    learn.finish(StoreUnavailable("redis", "the store closed"))
+                return
             att.queue += learns
             att.arrived = time.monotonic()
             if att.want:
@@ -976,7 +995,7 @@ class SharedPatternStore:
         self._drain(att)
 
     async def _learn_batch(self, att: _Attached, learns: list[_Learn]) -> None:
-        """Commit a batch of concurrent learns, apply the stream up to them, wake their threads.
+        """Commit a batch of concurrent learns, apply the stream up to them, wake their learners.
 
         A learn whose new pattern another caller is writing waits for that (it is queued
         again after a pause); the others go on.

@@ -2,7 +2,8 @@
 
 Two ``SharedPatternStore`` objects with their own Redis pools stand for two
 server processes (they share the in-process ClickHouse engine and a real
-redis-server). Learns run on worker threads as in the service. The knowledge
+redis-server). Learns run on worker threads (``apply``, as an auto-learn in the
+service) or on the event loop (``commit``, as POST /learn). The knowledge
 bases of both, and a fresh rebuild, must be bit-identical after concurrent
 learning with emotives and metadata — emotive-window order and affinity sums
 included — and stay so across clear-all, finalize-training and a gap in the
@@ -402,8 +403,12 @@ def test_learns_awaited_on_the_event_loop_batch_with_learns_from_worker_threads(
     """``SharedKnowledgeBase.commit`` (the web layer's /learn) and ``apply`` (worker
     threads: auto-learn in observe) learn the same new patterns at once through two
     processes: frequencies are exact and both processes and a rebuild agree. A commit
-    whose caller is cancelled still commits; a commit from another thread, or into a
-    knowledge base not open, is refused."""
+    whose caller is cancelled still commits, and its caller waits for it; a commit from
+    another thread, or into a knowledge base not open, is refused; a store that closed
+    answers learns queued late with a 503."""
+    from storage.base import StoreUnavailable
+    from storage.shared import _Learn
+
     one, two = two_stores
     hot = [[["c1"], [f"c{k}"]] for k in range(2, 6)]
     rounds = 10
@@ -435,12 +440,17 @@ def test_learns_awaited_on_the_event_loop_batch_with_learns_from_worker_threads(
         # Each awaiting learner saw its own pattern's frequency grow.
         assert all(freqs[r] < freqs[r + 4] for freqs in results[:16] for r in range(rounds - 4))
 
-        cancelled = asyncio.ensure_future(kb1.commit(record(0, 0)))
-        await asyncio.sleep(0)
-        cancelled.cancel()
+        # A cancelled caller still waits for its learn (its locks cover the commit), and
+        # the learn queued in the same batch beside it is answered.
+        before = kb1.pattern(record(0, 0).name)["frequency"]
+        first = asyncio.ensure_future(kb1.commit(record(0, 0)))
+        second = asyncio.ensure_future(kb1.commit(record(1, 0)))
+        await asyncio.sleep(0)           # both queued before the drain runs: one batch
+        first.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await cancelled
-        await kb1.commit(record(1, 0))   # queued after the cancelled one: so that one is in
+            await first
+        assert kb1.pattern(record(0, 0).name)["frequency"] == before + 1
+        assert await asyncio.wait_for(second, 10) >= 1
 
         with pytest.raises(RuntimeError, match="event loop"):
             await anyio.to_thread.run_sync(lambda: asyncio.run(kb1.commit(record(0, 0))))
@@ -452,6 +462,16 @@ def test_learns_awaited_on_the_event_loop_batch_with_learns_from_worker_threads(
         assert _state(kb1) == _state(kb2) == _state(fresh)
         assert sorted(kb1.pattern(pattern_hash(events))["frequency"] for events in hot) == [60, 60, 61, 61]
         assert await one.rows.count("kbc") == 4
+
+        # A learn queued once the store closed (a claim wait's retry firing late) is
+        # answered with a 503 at once; a commit after close is refused.
+        att = kb2.attached
+        await two.close()
+        late = _Learn("kbc", record(0, 0), needs_row=False, waker=asyncio.get_running_loop().create_future())
+        two._enqueue(att, [late])
+        assert late.waker.done() and isinstance(late.error, StoreUnavailable) and not att.queue
+        with pytest.raises(RuntimeError, match="not open"):
+            await kb2.commit(record(0, 0))
 
     aio.run(main())
 
