@@ -14,7 +14,7 @@ costs but no network. Printed under "server storage" at the end:
   re-learns (no row to write, nothing to claim); then the same 10,000 new patterns
   into a second, empty knowledge base through the engine's blocking ``apply`` from a
   pool of 256 worker threads (the service's thread pool size with server storage):
-  the path of an auto-learn inside observe;
+  the path of the learns of observe-sequence;
 * **bulk append** — ``PatternStore.append`` of 1,000-pattern chunks (import path),
   used to fill the store to 100k;
 * **cold open** — a fresh store instance rebuilding the 100k-pattern knowledge
@@ -132,7 +132,7 @@ def test_learn_throughput_through_the_service_path(servers, report):
         with ThreadPoolExecutor(LEARNERS) as pool:
             took, cpu, redis_cpu = await timed(threaded, [records[i::LEARNERS] for i in range(LEARNERS)])
             assert len(kb_threads) == LEARNS
-            new_patterns("worker threads (auto-learn)", took, cpu, redis_cpu, store.rows.writer.batches - batches)
+            new_patterns("worker threads (observe-sequence)", took, cpu, redis_cpu, store.rows.writer.batches - batches)
         await store.close()
 
     asyncio.run(run())

@@ -51,12 +51,16 @@ class KnowledgeBase:
 
     # --------------------------------------------------------------- observe
 
-    def observe(self, session: SessionState, obs: Observation, config: EngineConfig) -> ObserveResult:
+    def observe(self, session: SessionState, obs: Observation, config: EngineConfig,
+                defer_learn: bool = False) -> ObserveResult:
         """Apply one observation to ``session`` (engine.md §1.2–§1.5, §2.5, §3.1).
 
         Raises InvalidObservation (nothing changed) for a malformed observation.
         Observe-time predictions use the session's effective configuration (D2
-        CHOICE) and are stored on the session as well as returned.
+        CHOICE) and are stored on the session as well as returned. With
+        ``defer_learn`` an auto-learn's record comes back in ``learned`` unapplied
+        (as :meth:`take_learn`'s), for the caller to apply: nothing in the observe
+        reads the index after its auto-learn.
         """
         validate_observation(obs)
         neighbours = None
@@ -73,7 +77,7 @@ class KnowledgeBase:
                 session.stm.append(event)
             if config.process_predictions:
                 predictions = self.predict(session.stm, config).predictions
-            auto_name = self._auto_learn(session, config, learned)
+            auto_name = self._auto_learn(session, config, learned, defer_learn)
         session.time += 1
         if obs.emotives:
             session.emotives_accumulator.append(dict(obs.emotives))
@@ -91,7 +95,7 @@ class KnowledgeBase:
         )
 
     def _auto_learn(self, session: SessionState, config: EngineConfig,
-                    learned: list[LearnedPattern]) -> str | None:
+                    learned: list[LearnedPattern], defer: bool) -> str | None:
         # engine.md §2.5; auto-learn stores no emotives or metadata (D4).
         limit = config.max_pattern_length
         length = len(session.stm)
@@ -102,7 +106,7 @@ class KnowledgeBase:
             w = limit - 1
             keep = session.stm[-w:] if length > w else session.stm[1:]
             keep = [list(ev) for ev in keep]
-        name = self._learn(session, [], [], config.persistence, learned)
+        name = self._learn(session, [], [], config.persistence, learned, defer)
         session.stm = keep
         return name or None
 
@@ -131,11 +135,12 @@ class KnowledgeBase:
                           config.persistence)
 
     def _learn(self, session: SessionState, emotives: list, metadata: list,
-               persistence: int, learned: list[LearnedPattern]) -> str:
+               persistence: int, learned: list[LearnedPattern], defer: bool = False) -> str:
         record = self._take(session, emotives, metadata, persistence)
         if record is None:
             return ""
-        record.frequency = self.apply(record)
+        if not defer:
+            record.frequency = self.apply(record)
         learned.append(record)
         return PATTERN_PREFIX + record.name
 

@@ -35,8 +35,8 @@ down to emotive-window order and the last bit of affinity sums.
 Group commit (what makes a learn cost a fraction of its round trips): learners do
 not commit one learn each. ``apply`` prepares its learn on the calling worker thread
 (script fields, stream payload), queues it on its knowledge base and blocks;
-``commit`` does the same on the event loop and awaits it (POST /learn: no thread
-hand-over, half the CPU of a learn). The event loop turns everything queued into
+``commit`` does the same on the event loop and awaits it (POST /learn and observe's
+auto-learn: no thread hand-over, half the CPU of a learn). The event loop turns everything queued into
 one batch, with at most ``MAX_BATCHES`` batches in flight
 per knowledge base (the rest keep queueing, so batches grow with the load). The
 two batches in flight form a pipeline: the next batch starts once the previous one

@@ -131,6 +131,39 @@ def test_frequencies_add_up_exactly_under_concurrent_relearning_from_both(cluste
         f"{t}-{k}" for t in (1, 2) for k in range(sessions))
 
 
+def test_auto_learns_inside_observes_of_both_processes_add_up(cluster):
+    """An observe that reaches max_pattern_length learns inside the request (engine.md
+    §2.5); concurrent ones through both processes commit every learn exactly once, and
+    the observe that learned answers with the pattern's name."""
+    a, b = cluster.start("a"), cluster.start("b")
+    sessions, rounds = 4, 5
+
+    async def hammer(base_url: str) -> list[str]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+            async def one() -> list[str]:
+                resp = await http.post("/sessions", json={"node_id": "auto", "config": {"max_pattern_length": 2}})
+                sid = resp.json()["session_id"]
+                names = []
+                for _ in range(rounds):
+                    for strings in (["p"], ["q"]):
+                        resp = await http.post(f"/sessions/{sid}/observe", json={"strings": strings})
+                        assert resp.status_code == 200, resp.text
+                    names.append(resp.json()["auto_learned_pattern"])
+                return names
+
+            return [name for names in await asyncio.gather(*(one() for _ in range(sessions))) for name in names]
+
+    async def both() -> list[str]:
+        return [name for names in await asyncio.gather(hammer(a.base_url), hammer(b.base_url)) for name in names]
+
+    names = asyncio.run(both())
+    assert len(set(names)) == 1 and names[0].startswith("PTRN|")
+    for proc in (a, b):
+        with httpx.Client(base_url=proc.base_url, timeout=30) as http:
+            pattern = http.get(f"/pattern/{names[0]}", params={"node_id": "auto"}).json()["pattern"]["pattern"]
+            assert pattern["frequency"] == 2 * sessions * rounds
+
+
 def test_restart_keeps_patterns_statistics_and_live_sessions(cluster):
     a = cluster.start("a")
     with httpx.Client(base_url=a.base_url, timeout=30) as http:

@@ -47,10 +47,10 @@ def lifespan(settings: Settings):
                 log.warning("pattern store not ready at start", extra={"backend": exc.backend, "reason": exc.reason})
         rt = Runtime(settings, stores)
         if rt.kbs.shared:
-            # An auto-learn inside observe or observe-sequence, and finalize-training, hold
-            # their worker thread while their ClickHouse batch and Redis commit complete;
-            # more threads mean more of them per batch (storage/shared.py). POST /learn
-            # awaits its commit on the event loop and needs no thread.
+            # The learns of observe-sequence, and finalize-training, hold their worker
+            # thread while their ClickHouse batch and Redis commit complete; more threads
+            # mean more of them per batch (storage/shared.py). POST /learn and observe
+            # await their commits on the event loop and need no thread.
             limiter = anyio.to_thread.current_default_thread_limiter()
             limiter.total_tokens = max(limiter.total_tokens, SHARED_STORE_THREADS)
         sessions = SessionService(rt)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -133,6 +134,12 @@ def _run_sequence(kb: KnowledgeBase, state: SessionState, body: ObserveSequence,
                         percept=percept, final_stm_length=len(state.stm))
 
 
+def _commit_on_loop(kb: KnowledgeBase) -> Callable[[LearnedPattern], Awaitable[int]] | None:
+    """``kb.commit`` when ``kb`` commits its learns itself, awaited on the event loop
+    (storage/shared.py's SharedKnowledgeBase); None when the engine's ``apply`` does it."""
+    return getattr(kb, "commit", None)
+
+
 class MemoryService:
     """STM, learning and prediction operations of one session."""
 
@@ -159,8 +166,17 @@ class MemoryService:
             state = _working_copy(rec.state)
             obs = _observation(data, f"obs-{uuid.uuid4().hex}")
             config = rt.resolver.effective(rec.overrides)
+            commit = _commit_on_loop(entry.kb)
+            # A vector store read or write (this observation's vectors, or an auto-learn
+            # indexing pending ones) may wait on the network: that runs on a thread where
+            # the store needs it (web/runtime.py).
+            operation = "observe" if obs.vectors or state.pending_vectors else "observe_symbols"
             async with entry.gate.shared():
-                result = await rt.offload.run((rec.kb_id, "observe"), entry.kb.observe, state, obs, config)
+                result = await rt.offload.run((rec.kb_id, operation), entry.kb.observe, state, obs, config,
+                                              commit is not None)
+                if commit is not None:   # an auto-learn, taken from the engine unapplied
+                    for record in result.learned:
+                        record.frequency = await commit(record)
                 await rt.persist(rec.kb_id, result.learned)
             state.predictions = result.predictions
             await self._save(rec, state, _percept(data, state))
@@ -229,7 +245,7 @@ class MemoryService:
         """``kb.learn(state, config)``. A knowledge base that commits on the event loop
         (``commit``, storage/shared.py) takes the record from the engine and awaits its
         commit here, so that no worker thread blocks on it."""
-        commit = getattr(kb, "commit", None)
+        commit = _commit_on_loop(kb)
         if commit is None:
             return await self.rt.offload.run((kb_id, "learn"), kb.learn, state, config)
         # Indexing the STM's vectors is a vector store write: that stays on a thread.

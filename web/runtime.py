@@ -29,10 +29,10 @@ class Runtime:
         self.resolver = ConfigResolver(settings.engine)
         # Shared stores commit a learn inside the engine call; one that waits for its
         # own event loop to commit (storage/shared.py) needs every call that may learn
-        # on a worker thread. POST /learn awaits the commit on the loop instead
-        # (MemoryService._learn_stm), keeping the "learn" thread only for the vector
-        # store write of a learn with pending vectors. The SQLite log commits on the
-        # calling thread.
+        # on a worker thread. POST /learn and observe take the record from the engine
+        # and await the commit on the loop instead (web/memory.py), keeping "learn" and
+        # "observe" threads for what touches the vector store, whose server may be
+        # across the network. The SQLite log commits on the calling thread.
         blocking = self.kbs.shared and not getattr(stores.patterns, "commits_inline", False)
         self.offload = Offloader(settings.inline_budget_ms, frozenset(("observe", "sequence", "learn", "finalize"))
                                  if blocking else frozenset())
