@@ -7,11 +7,12 @@ costs but no network. Printed under "server storage" at the end:
 
 * **learn** — the service's path for ``POST /learn``: 256 concurrent learners on the
   event loop, each awaiting one ``SharedKnowledgeBase.commit`` at a time (what the
-  handler awaits after the engine built the record), every learn a new pattern, so
+  handler awaits after the engine built the record), 10,000 learns (``--learns N``
+  for another number, e.g. 100,000 for a long sustained run), every learn a new pattern, so
   each one is claimed, waits for its row's ClickHouse insert, is committed in Redis
   and applied in stream order before it returns — grouped with the learns queued
-  beside it (storage/shared.py, "Group commit"); then the same 10,000 again as
-  re-learns (no row to write, nothing to claim); then the same 10,000 new patterns
+  beside it (storage/shared.py, "Group commit"); then the same patterns again as
+  re-learns (no row to write, nothing to claim); then the same new patterns
   into a second, empty knowledge base through the engine's blocking ``apply`` from a
   pool of 256 worker threads (the service's thread pool size with server storage):
   the path of the learns of observe-sequence;
@@ -45,7 +46,6 @@ from engine.observation import pattern_hash
 
 COLD_OPEN = 100_000
 LEARNERS = 256
-LEARNS = 10_000
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -84,8 +84,9 @@ def _store(servers, database: str):
                                              database), RedisConnector(redis.url))
 
 
-def test_learn_throughput_through_the_service_path(servers, report):
-    records = _records(LEARNS, seed=7)
+def test_learn_throughput_through_the_service_path(servers, report, request):
+    learns = request.config.getoption("--learns")
+    records = _records(learns, seed=7)
     store = _store(servers, f"bench_{uuid.uuid4().hex[:8]}")
 
     async def run() -> None:
@@ -109,29 +110,29 @@ def test_learn_throughput_through_the_service_path(servers, report):
             started = time.perf_counter()
             cpu, redis_cpu = time.process_time(), _cpu_seconds(redis_pid)
             await asyncio.gather(*(learner(share) for share in shares))
-            return (time.perf_counter() - started, (time.process_time() - cpu) / LEARNS * 1e3,
-                    (_cpu_seconds(redis_pid) - redis_cpu) / LEARNS * 1e3)
+            return (time.perf_counter() - started, (time.process_time() - cpu) / learns * 1e3,
+                    (_cpu_seconds(redis_pid) - redis_cpu) / learns * 1e3)
 
         def new_patterns(what: str, took: float, cpu: float, redis_cpu: float, inserts: int) -> None:
-            report(f"learn: new patterns, {LEARNERS} concurrent learners, {what}", f"{LEARNS:,}",
-                   f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s, {inserts} ClickHouse inserts, "
-                   f"{LEARNS / max(inserts, 1):.0f} rows each; CPU per learn {cpu:.2f} ms here, "
+            report(f"learn: new patterns, {LEARNERS} concurrent learners, {what}", f"{learns:,}",
+                   f"{learns / took:,.0f} patterns/s ({took:.1f}s, {inserts} ClickHouse inserts, "
+                   f"{learns / max(inserts, 1):.0f} rows each; CPU per learn {cpu:.2f} ms here, "
                    f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
 
         took, cpu, redis_cpu = await timed(awaiting, [records[i::LEARNERS] for i in range(LEARNERS)])
-        assert len(kb) == LEARNS
+        assert len(kb) == learns
         batches = store.rows.writer.batches
         new_patterns("awaited (POST /learn)", took, cpu, redis_cpu, batches)
         # The same patterns again, each learner on another's share: every learn a
         # re-learn (no row, no claim), the common case of a trained service.
         took, cpu, redis_cpu = await timed(awaiting, [records[(i + 1) % LEARNERS::LEARNERS] for i in range(LEARNERS)])
-        assert len(kb) == LEARNS and store.rows.writer.batches == batches
-        report(f"learn: re-learns, {LEARNERS} concurrent learners, awaited (POST /learn)", f"{LEARNS:,}",
-               f"{LEARNS / took:,.0f} patterns/s ({took:.1f}s; CPU per learn {cpu:.2f} ms here, "
+        assert len(kb) == learns and store.rows.writer.batches == batches
+        report(f"learn: re-learns, {LEARNERS} concurrent learners, awaited (POST /learn)", f"{learns:,}",
+               f"{learns / took:,.0f} patterns/s ({took:.1f}s; CPU per learn {cpu:.2f} ms here, "
                f"{redis_cpu:.2f} ms redis-server; load {os.getloadavg()[0]:.1f})")
         with ThreadPoolExecutor(LEARNERS) as pool:
             took, cpu, redis_cpu = await timed(threaded, [records[i::LEARNERS] for i in range(LEARNERS)])
-            assert len(kb_threads) == LEARNS
+            assert len(kb_threads) == learns
             new_patterns("worker threads (observe-sequence)", took, cpu, redis_cpu, store.rows.writer.batches - batches)
         await store.close()
 

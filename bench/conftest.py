@@ -27,6 +27,8 @@ _FIGURES: dict[str, list[tuple[str, str, str]]] = {}   # section -> (what, size,
 def pytest_addoption(parser):
     parser.addoption("--bench-1m", action="store_true", default=False,
                      help="also run the 1,000,000-pattern benchmarks (slow build, ~1 GB)")
+    parser.addoption("--learns", type=int, default=10_000,
+                     help="new patterns each learn figure of bench_storage.py learns (default 10,000)")
 
 
 def pytest_collection_modifyitems(config, items):
