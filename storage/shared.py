@@ -36,8 +36,8 @@ Group commit (what makes a learn cost a fraction of its round trips): learners d
 not commit one learn each. ``apply`` prepares its learn on the calling worker thread
 (script fields, stream payload), queues it on its knowledge base and blocks;
 ``commit`` does the same on the event loop and awaits it (POST /learn and observe's
-auto-learn: no thread hand-over, half the CPU of a learn). The event loop turns everything queued into
-one batch, with at most ``MAX_BATCHES`` batches in flight
+auto-learn: no thread hand-over, half the CPU of a learn). The event loop turns
+everything queued into one batch, with at most ``MAX_BATCHES`` batches in flight
 per knowledge base (the rest keep queueing, so batches grow with the load). The
 two batches in flight form a pipeline: the next batch starts once the previous one
 has its rows and sends its learn script, so the next batch's ClickHouse insert runs
@@ -543,8 +543,9 @@ class SharedKnowledgeBase(KnowledgeBase):
     the pattern's frequency once the store's applier has applied everything up to
     it, in stream order; ``finalize`` commits a finalize-training marker the same
     way. Both block the calling thread, so they must run on a worker thread, never
-    on the event loop; ``commit`` is ``apply`` awaited on the event loop. ``clear`` does nothing: clear-all reaches the index through
-    the change stream (:meth:`SharedPatternStore.clear`).
+    on the event loop; ``commit`` is ``apply`` awaited on the event loop. ``clear``
+    does nothing: clear-all reaches the index through the change stream
+    (:meth:`SharedPatternStore.clear`).
     """
 
     def __init__(self, kb_id: str, store: "SharedPatternStore", vectors: VectorIndex | None = None) -> None:
