@@ -2,8 +2,8 @@
 
 Two ``SharedPatternStore`` objects with their own Redis pools stand for two
 server processes (they share the in-process ClickHouse engine and a real
-redis-server). Learns run on worker threads (``apply``, as an auto-learn in the
-service) or on the event loop (``commit``, as POST /learn). The knowledge
+redis-server). Learns run on worker threads (``apply``, as observe-sequence's in
+the service) or on the event loop (``commit``, as POST /learn and observe). The knowledge
 bases of both, and a fresh rebuild, must be bit-identical after concurrent
 learning with emotives and metadata — emotive-window order and affinity sums
 included — and stay so across clear-all, finalize-training and a gap in the
@@ -400,8 +400,8 @@ def test_concurrent_learns_of_the_same_new_patterns_batch_into_exact_frequencies
 
 
 def test_learns_awaited_on_the_event_loop_batch_with_learns_from_worker_threads(two_stores, aio):
-    """``SharedKnowledgeBase.commit`` (the web layer's /learn) and ``apply`` (worker
-    threads: auto-learn in observe) learn the same new patterns at once through two
+    """``SharedKnowledgeBase.commit`` (the web layer's /learn and observe) and ``apply``
+    (worker threads: observe-sequence) learn the same new patterns at once through two
     processes: frequencies are exact and both processes and a rebuild agree. A commit
     whose caller is cancelled still commits, and its caller waits for it; a commit from
     another thread, or into a knowledge base not open, is refused; a store that closed
