@@ -269,7 +269,7 @@ class ClickHouseRows:
                     rows[i] = row
         # JSON lines encoded by msgspec cost a third of the CPU of clickhouse-connect's
         # native-format encoding, which dominated every learn of a new pattern. One
-        # thread: most inserts are one group commit of learns (about 100 rows), where the
+        # thread: most inserts are one group commit of learns (100–250 rows), where the
         # pipeline's extra threads cost about a fifth of the insert's CPU (6 ms with chdb
         # here); the largest (5,000 rows, restore and import) take about 80 ms either way.
         body = b"\n".join(_json.encode(row) for row in rows)

@@ -507,7 +507,7 @@ class _Learn:
         self.finished = True
         if self.waker is None:
             self.done.release()
-        elif not self.waker.done():   # its awaiter may have been cancelled
+        elif not self.waker.done():   # _commit shields it from its caller's cancellation; kept safe anyway
             self.waker.set_result(None)
 
 
